@@ -1,0 +1,40 @@
+"""What an operator hands to an island: a new train.py and where it came from."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Parent:
+    """One evaluated train.py an operator may build on."""
+
+    commit: str          # full hash of the commit holding this train.py
+    source: str          # the train.py text at that commit
+    val_bpb: float
+    island: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What producing a candidate cost (zeros for offline operators)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A train.py variant waiting to be measured."""
+
+    source: str                  # the full new train.py text
+    description: str             # one line, e.g. "LR 0.003 -> 0.0045"
+    parents: tuple[str, ...]     # parent commit hash(es); crossover has two
+    operator: str                # name of the operator that produced it
+    cost: Cost = field(default_factory=Cost)
+
+
+class NoCandidate(Exception):
+    """The operator could not produce a candidate from these parents; the message says why."""
