@@ -1,0 +1,55 @@
+"""python -m evolve [hydra overrides]: start or resume a run.
+
+    python -m evolve +islands=4 run.max_experiments=100
+    python -m evolve islands=1 selection=ratchet
+    python -m evolve -m migration.interval=5,10,20      # multirun: one run dir per job
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from .config import ConfigError, register, validate  # noqa: E402
+
+register()
+
+CPU_DEFAULT_ISLANDS = 2
+
+
+def _default_islands(cfg: DictConfig) -> int:
+    """One island per GPU, or 2 on a machine without GPUs (a cluster is asked after Ray starts)."""
+    if cfg.ray.address:
+        return CPU_DEFAULT_ISLANDS  # refined by the engine once it sees the cluster
+    import torch
+
+    return torch.cuda.device_count() or CPU_DEFAULT_ISLANDS
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    islands = _default_islands(cfg) if OmegaConf.is_missing(cfg, "islands") else int(cfg.islands)
+    try:
+        validate(cfg, islands)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    OmegaConf.update(cfg, "run.dir", str(run_dir))
+    from .engine import Engine  # heavy imports (ray, torch-free island code) only once the config is valid
+
+    try:
+        Engine(cfg, run_dir, islands).run()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

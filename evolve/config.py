@@ -1,0 +1,169 @@
+"""The structured config: every knob, its type and its default, in one place.
+
+conf/config.yaml and its groups (task/, selection/) only choose presets; the schema and the
+documentation of each knob live here. `validate()` checks what types alone cannot (ranges,
+cross-field rules) and names the key and the allowed values when something is off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from operators.registry import allowed_names
+
+
+class Topology(str, Enum):
+    ring = "ring"      # island k sends to k+1
+    random = "random"  # island k sends to one other island drawn at random
+    full = "full"      # island k sends to every other island
+
+
+@dataclass
+class RunConfig:
+    # Where the run lives (lab repo, worktrees, records, logs). Rerunning with the same dir resumes.
+    dir: str = "runs/${now:%Y%m%d-%H%M%S}"
+    # Stop after this many evaluated experiments in total over all islands (baselines included).
+    max_experiments: int = 50
+    # Stop starting new experiments after this many hours (0 = no time limit).
+    hours: float = 0.0
+    # Live terminal view (rich); off when stdout is not a terminal.
+    live: bool = True
+
+
+@dataclass
+class TaskConfig:
+    # Preset name, set by the task/ group: tiny (CPU, ~20 s), h100 (5 min, anchor-sized), custom.
+    preset: str = "tiny"
+    # A directory following the autoresearch convention (train.py, prepare.py, program.md).
+    # null = the default task shipped with the package.
+    dir: Optional[str] = None
+    # Counted training seconds per experiment (passed to train.py as EVOLVE_BUDGET_S).
+    budget_s: float = 20.0
+    # Extra wall seconds for start-up, compilation and evaluation before a run is killed.
+    grace_s: float = 60.0
+    # Top-level constants rewritten in train.py / prepare.py when the lab is created (presets).
+    train_constants: dict[str, Any] = field(default_factory=dict)
+    prepare_constants: dict[str, Any] = field(default_factory=dict)
+    # Data cache for the task (tokenizer, tokens); null = ~/.cache/evolve.
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class SelectionConfig:
+    # Preset name, set by the selection/ group: islands (default) or ratchet (the anchor's loop).
+    name: str = "islands"
+    # Members kept per island; the worst is dropped when a keep overflows it (the best never is).
+    population_size: int = 4
+    # DEAP tournament size for drawing a parent from the island's population (1 = uniform).
+    tournament_size: int = 2
+    # A child is kept only if it beats its parent by more than noise_k * sigma (0 = any gain).
+    noise_k: float = 1.0
+    # Baseline runs in generation 0 (different seeds); their spread is sigma. 0 = one per island,
+    # at least 2 when noise_k > 0.
+    baseline_runs: int = 0
+
+
+@dataclass
+class MigrationConfig:
+    # Each island sends migrants after every `interval` of its own experiments (0 = never).
+    interval: int = 5
+    # How many of the island's best members travel each time.
+    size: int = 1
+    topology: Topology = Topology.ring
+
+
+@dataclass
+class ResetConfig:
+    # Every `interval` experiments per island (interval x islands in total), the weakest islands
+    # restart from the champion of a randomly chosen survivor (0 = never).
+    interval: int = 20
+    # Fraction of islands reset each time (at least one when > 0 and there are 2+ islands).
+    fraction: float = 0.5
+
+
+@dataclass
+class PerturbConfig:
+    max_changes: int = 2
+    scale: float = 0.5
+
+
+@dataclass
+class OperatorsConfig:
+    # Relative weights of the operators; an operator with weight 0 is never used.
+    weights: dict[str, float] = field(default_factory=lambda: {"perturb": 0.8, "crossover": 0.2})
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    # Crossover draws its second parent from another island when there is one.
+    crossover_other_island: bool = True
+
+
+@dataclass
+class RayConfig:
+    # null = start a private local cluster; "auto" or "ray://host:port" = join an existing one.
+    address: Optional[str] = None
+    # GPUs per island when GPUs exist (1 = one island per GPU).
+    gpus_per_island: float = 1.0
+    # Object store size of a private local cluster.
+    object_store_mb: int = 256
+
+
+@dataclass
+class Config:
+    # Number of islands. Unset (???) means one per GPU, or 2 on a machine without GPUs.
+    islands: int = MISSING
+    seed: int = 0
+    run: RunConfig = field(default_factory=RunConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    migration: MigrationConfig = field(default_factory=MigrationConfig)
+    reset: ResetConfig = field(default_factory=ResetConfig)
+    operators: OperatorsConfig = field(default_factory=OperatorsConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key and what is allowed."""
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed; expected {allowed}")
+
+
+def validate(cfg: Any, islands: int) -> None:
+    """Checks ranges and cross-field rules of a resolved config (islands already decided)."""
+    _require(islands >= 1, "islands", islands, "an integer >= 1")
+    _require(cfg.run.max_experiments >= 1, "run.max_experiments", cfg.run.max_experiments, "an integer >= 1")
+    _require(cfg.run.hours >= 0, "run.hours", cfg.run.hours, "hours >= 0 (0 = no limit)")
+    _require(cfg.task.budget_s > 0, "task.budget_s", cfg.task.budget_s, "seconds > 0")
+    _require(cfg.task.grace_s >= 0, "task.grace_s", cfg.task.grace_s, "seconds >= 0")
+    _require(cfg.selection.population_size >= 1, "selection.population_size",
+             cfg.selection.population_size, "an integer >= 1")
+    _require(cfg.selection.tournament_size >= 1, "selection.tournament_size",
+             cfg.selection.tournament_size, "an integer >= 1")
+    _require(cfg.selection.noise_k >= 0, "selection.noise_k", cfg.selection.noise_k, "a number >= 0")
+    _require(cfg.selection.baseline_runs >= 0, "selection.baseline_runs",
+             cfg.selection.baseline_runs, "an integer >= 0 (0 = one per island)")
+    _require(cfg.migration.interval >= 0, "migration.interval", cfg.migration.interval,
+             "an integer >= 0 (0 = no migration)")
+    _require(cfg.migration.size >= 1, "migration.size", cfg.migration.size, "an integer >= 1")
+    _require(cfg.reset.interval >= 0, "reset.interval", cfg.reset.interval, "an integer >= 0 (0 = no resets)")
+    _require(0.0 <= cfg.reset.fraction < 1.0, "reset.fraction", cfg.reset.fraction,
+             "a fraction in [0, 1) (some islands must survive)")
+    for name, weight in cfg.operators.weights.items():
+        _require(name in allowed_names(), f"operators.weights.{name}", weight,
+                 f"an operator name in {allowed_names()}")
+        _require(weight >= 0, f"operators.weights.{name}", weight, "a weight >= 0")
+    _require(sum(cfg.operators.weights.values()) > 0, "operators.weights", dict(cfg.operators.weights),
+             "at least one operator with weight > 0")
+    _require(cfg.operators.perturb.max_changes >= 1, "operators.perturb.max_changes",
+             cfg.operators.perturb.max_changes, "an integer >= 1")
+    _require(cfg.operators.perturb.scale > 0, "operators.perturb.scale", cfg.operators.perturb.scale, "a number > 0")
+    _require(cfg.ray.gpus_per_island > 0, "ray.gpus_per_island", cfg.ray.gpus_per_island, "a number > 0")
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="schema", node=Config)

@@ -1,0 +1,313 @@
+"""The asynchronous island loop: Ray actors measure, the driver proposes, records and selects.
+
+Each island starts its next experiment as soon as its last one is recorded; the only barrier is
+generation 0, where every island measures the unmodified baseline (their spread is the noise
+floor sigma) before any child is judged against it.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import ray
+
+from island.actor import Island, IslandSettings, Job, Measurement
+from island.environment import scrubbed_env
+from island.fitness import kill_stale
+from operators.candidate import NoCandidate
+
+from .journal import Journal
+from .lab import Trailers
+from .proposer import Proposal, Proposer, source_sha256
+from .records import Experiment, NoiseFloor
+from .selection import BaselineRun, baseline_plan, decide, noise_floor, plan_migration, plan_reset
+from .state import RunState
+from .view import LiveView
+from .workspace import PACKAGED_TASK, Workspace
+
+MAX_ACTOR_RETRIES = 2
+
+
+@dataclass
+class InFlight:
+    job: Job
+    proposal: Proposal | None      # None for a baseline run
+    attempts: int = 1
+
+
+class Engine:
+    def __init__(self, cfg, run_dir: Path, islands: int):
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.n = islands
+        self.rng = random.Random(cfg.seed)
+        random.seed(cfg.seed)  # DEAP's selection draws from the random module
+        self.stopping = False
+        self._job_counter = 0
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    def _open(self) -> None:
+        if Workspace.exists(self.run_dir):
+            self.ws = Workspace.open(self.run_dir, self.n)
+            self.resumed = True
+        else:
+            self.ws = Workspace.create(self.run_dir, self.cfg.task, self.n)
+            self.resumed = False
+        self.lab = self.ws.lab
+        self.journal = Journal(self.run_dir, self.n)
+        self.state = RunState(self.n, self.cfg.selection.population_size)
+        records = self.journal.load()
+        for record in records:
+            self.state.apply(record)
+        self.journal.rewrite_views(records)
+        self._reconcile_refs()
+        for pidfile in (self.run_dir / "pids").glob("*.pid"):
+            kill_stale(pidfile)
+        self.task_dirs = self.ws.ensure_worktrees()
+        for checkout in (self.ws.worktree(k) for k in range(self.n)):
+            subprocess.run(["git", "-C", str(checkout), "checkout", "--force", "--detach",
+                            self.ws.manifest.base_commit], check=True, capture_output=True)
+        self.proposer = Proposer(self.lab, self.cfg.operators, self.cfg.selection.tournament_size, self.rng)
+        self.seen = {e.source_sha256 for e in self.state.experiments}
+        self.base_sha256 = source_sha256(self.lab.read(self.ws.manifest.base_commit, "train.py"))
+        self.seen.add(self.base_sha256)
+
+    def _reconcile_refs(self) -> None:
+        """Make git agree with the journal: one ref per recorded experiment, branches at champions."""
+        refs = self.lab.experiment_refs()
+        for exp in self.state.experiments:
+            if refs.get(exp.seq) != exp.commit:
+                self.lab.keep_reachable(exp.seq, exp.commit)
+        for seq in set(refs) - {e.seq for e in self.state.experiments}:
+            self.lab.delete_experiment_ref(seq)
+        self._branch_heads: dict[int, str | None] = {k: self.lab.branch_head(k) for k in range(self.n)}
+        self._sync_branches()
+
+    def _sync_branches(self) -> None:
+        for island in self.state.islands:
+            champion = island.champion()
+            commit = champion.commit if champion else self.ws.manifest.base_commit
+            if self._branch_heads.get(island.index) != commit:
+                self.lab.set_branch(island.index, commit)
+                self._branch_heads[island.index] = commit
+
+    def _env(self) -> dict[str, str]:
+        env = {}
+        if self.cfg.task.cache_dir:
+            env["EVOLVE_CACHE_DIR"] = str(Path(self.cfg.task.cache_dir).expanduser().resolve())
+        return env
+
+    def _prepare_task_data(self) -> None:
+        """Builds the packaged task's data cache once, before islands start (custom tasks do their own)."""
+        if Path(self.ws.manifest.task_dir) != PACKAGED_TASK:
+            return
+        print("[evolve] preparing task data (built once, then cached)", flush=True)
+        env = scrubbed_env(extra=self._env())
+        done = subprocess.run([sys.executable, "prepare.py"], cwd=self.task_dirs[0], env=env,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"prepare.py failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+
+    def _start_actors(self) -> None:
+        self._own_ray = not ray.is_initialized()
+        if self._own_ray:
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            kwargs = dict(address=self.cfg.ray.address, include_dashboard=False, log_to_driver=False,
+                          configure_logging=True, logging_level="warning")
+            if self.cfg.ray.address is None:
+                kwargs["object_store_memory"] = self.cfg.ray.object_store_mb * 1024 * 1024
+            ray.init(**kwargs)
+        resources = ray.cluster_resources()
+        cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
+        if gpus:
+            need = self.n * self.cfg.ray.gpus_per_island
+            if need > gpus:
+                raise RuntimeError(f"islands={self.n} x ray.gpus_per_island={self.cfg.ray.gpus_per_island} needs "
+                                   f"{need:g} GPUs; the cluster has {gpus:g}")
+            options = dict(num_gpus=self.cfg.ray.gpus_per_island, num_cpus=0)
+        else:
+            # A fraction of a CPU each, so the islands never hold every CPU slot (Ray would then
+            # block any other task silently); the training threads are set by num_threads.
+            options = dict(num_cpus=cpus / (self.n + 1))
+        settings = IslandSettings(
+            budget_s=self.cfg.task.budget_s, grace_s=self.cfg.task.grace_s,
+            pinned_prepare_sha256=self.ws.manifest.prepare_sha256,
+            log_dir=str(self.run_dir / "logs"), pid_dir=str(self.run_dir / "pids"),
+            num_threads=max(1, int(os.cpu_count() or 1) // self.n), extra_env=self._env(),
+            python=sys.executable)
+        self._island_options = options
+        self._settings = settings
+        self.actors = [self._new_actor(k) for k in range(self.n)]
+
+    def _new_actor(self, k: int):
+        remote = ray.remote(Island).options(**self._island_options, name=None)
+        return remote.remote(k, str(self.ws.worktree(k)), str(self.task_dirs[k]), self._settings)
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self) -> RunState:
+        self._open()
+        plan = baseline_plan(self.n, self.cfg.selection.baseline_runs, self.cfg.selection.noise_k, self.cfg.seed)
+        done_seeds = self.state.baseline_seeds_done()
+        self.baselines_left: dict[int, list[BaselineRun]] = {k: [] for k in range(self.n)}
+        for b in plan:
+            if b.seed not in done_seeds:
+                self.baselines_left[b.island].append(b)
+        self.baseline_total = len(plan)
+        self._maybe_record_noise_floor()
+        max_exp = self.cfg.run.max_experiments
+        if len(self.state.experiments) >= max_exp:
+            print(f"[evolve] {self.run_dir} already has {len(self.state.experiments)} experiments "
+                  f"(run.max_experiments={max_exp}); nothing to do", flush=True)
+            return self.state
+        self._prepare_task_data()
+        self._start_actors()
+        deadline = time.time() + self.cfg.run.hours * 3600 if self.cfg.run.hours > 0 else None
+        self.inflight: dict[ray.ObjectRef, InFlight] = {}
+        self.retired: set[int] = set()
+        view = LiveView(self.state, self.n, max_exp, self.run_dir, live=self.cfg.run.live and sys.stdout.isatty())
+        old_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        interrupted = False
+        try:
+            with view:
+                while True:
+                    if deadline and time.time() >= deadline:
+                        self.stopping = True
+                    self._dispatch(max_exp, view)
+                    if not self.inflight:
+                        break
+                    ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+                    for ref in ready:
+                        self._collect(ref, view)
+                    view.refresh()
+        except KeyboardInterrupt:
+            interrupted = True
+            print("\n[evolve] interrupted: stopping islands; unfinished experiments will re-run on resume",
+                  flush=True)
+        finally:
+            signal.signal(signal.SIGTERM, old_sigterm)
+            self._shutdown()
+        view.print_summary(self.lab, interrupted=interrupted)
+        return self.state
+
+    def _busy(self) -> set[int]:
+        return {f.job.island for f in self.inflight.values()}
+
+    def _dispatch(self, max_exp: int, view: LiveView) -> None:
+        busy = self._busy()
+        for k in range(self.n):
+            if self.stopping or len(self.state.experiments) + len(self.inflight) >= max_exp:
+                return
+            if k in busy or k in self.retired:
+                continue
+            flight = self._next_job(k)
+            if flight is None:
+                continue
+            ref = self.actors[k].evaluate.remote(flight.job)
+            self.inflight[ref] = flight
+            view.started(k, flight.proposal.candidate.description if flight.proposal else "baseline")
+
+    def _job_id(self, island: int) -> str:
+        self._job_counter += 1
+        return f"island-{island}/{time.strftime('%Y%m%d-%H%M%S')}-{self._job_counter:04d}"
+
+    def _next_job(self, k: int) -> InFlight | None:
+        if self.baselines_left[k]:
+            b = self.baselines_left[k].pop(0)
+            return InFlight(Job(self._job_id(k), k, self.ws.manifest.base_commit, None, b.seed), None)
+        if self.state.sigma is None:
+            return None  # generation 0 is not complete yet
+        try:
+            proposal = self.proposer.propose(self.state, k, self.seen)
+        except NoCandidate as e:
+            print(f"[evolve] island {k} cannot propose anything ({e}); it stops", flush=True)
+            self.retired.add(k)
+            return None
+        parent = proposal.candidate.parents[0]
+        self.seen.add(source_sha256(proposal.candidate.source))
+        return InFlight(Job(self._job_id(k), k, parent, proposal.candidate.source, self.cfg.seed + k), proposal)
+
+    def _collect(self, ref: ray.ObjectRef, view: LiveView) -> None:
+        flight = self.inflight.pop(ref)
+        k = flight.job.island
+        try:
+            measurement: Measurement = ray.get(ref)
+        except ray.exceptions.RayError as e:
+            # The actor died (killed, OOM-killed worker, lost node): the experiment is not a row; re-run it.
+            print(f"[evolve] island {k} failed ({type(e).__name__}); restarting it", flush=True)
+            self.actors[k] = self._new_actor(k)
+            if flight.attempts <= MAX_ACTOR_RETRIES and not self.stopping:
+                flight.attempts += 1
+                self.inflight[self.actors[k].evaluate.remote(flight.job)] = flight
+            return
+        self._record(flight, measurement)
+        view.finished(k, self.state.experiments[-1])
+
+    # ---- recording ------------------------------------------------------------------------------
+    def _record(self, flight: InFlight, m: Measurement) -> None:
+        job, proposal, result = flight.job, flight.proposal, m.result
+        outcome = result.status.value
+        parent_bpb = proposal.parent_bpb if proposal else None
+        status = decide(outcome, result.val_bpb, parent_bpb, self.state.sigma or 0.0, self.cfg.selection.noise_k)
+        seq = self.state.next_seq
+        if proposal is None:
+            commit, parents, operator = job.parent, (), "baseline"
+            description, cost = f"baseline (seed {job.seed})", {}
+            sha = self.base_sha256
+        else:
+            cand = proposal.candidate
+            parents, operator, description, cost = cand.parents, cand.operator, cand.description, asdict(cand.cost)
+            trailers = Trailers(island=job.island, seq=seq, operator=operator, parents=parents,
+                                val_bpb=result.val_bpb, status=status, outcome=outcome)
+            commit = self.lab.commit_candidate(parents, cand.source, description, trailers)
+            sha = source_sha256(cand.source)
+        exp = Experiment(
+            seq=seq, island=job.island, island_seq=self.state.islands[job.island].experiments, commit=commit,
+            parents=parents, operator=operator, description=description, outcome=outcome, status=status,
+            val_bpb=result.val_bpb, parent_bpb=parent_bpb, seed=job.seed, wall_s=result.wall_s,
+            reason=result.reason, log=os.path.relpath(result.log_path, self.run_dir), started=m.started,
+            finished=m.finished, metrics=dict(result.metrics), cost=cost, source_sha256=sha)
+        self._append(exp)
+        self.lab.keep_reachable(seq, commit)
+        self._maybe_record_noise_floor()
+        migration = plan_migration(self.state, job.island, self.cfg.migration.interval, self.cfg.migration.size,
+                                   self.cfg.migration.topology, self.rng)
+        if migration:
+            self._append(migration)
+        reset = plan_reset(self.state, self.cfg.reset.interval, self.cfg.reset.fraction, self.rng)
+        if reset:
+            self._append(reset)
+        self._sync_branches()
+
+    def _append(self, record) -> None:
+        self.journal.append(record)
+        self.state.apply(record)
+
+    def _maybe_record_noise_floor(self) -> None:
+        if self.state.sigma is not None:
+            return
+        baselines = [e for e in self.state.experiments if e.is_baseline]
+        if len(baselines) < self.baseline_total:
+            return
+        values = [e.val_bpb for e in baselines if e.val_bpb is not None]
+        self._append(NoiseFloor(sigma=noise_floor(values), baselines=tuple(values)))
+
+    def _shutdown(self) -> None:
+        for actor in getattr(self, "actors", []):
+            ray.kill(actor)  # ends any fitness run in flight: its supervisor dies with the actor
+        for k in range(self.n):
+            subprocess.run(["git", "-C", str(self.ws.worktree(k)), "checkout", "--force", "--detach",
+                            self._branch_heads.get(k) or self.ws.manifest.base_commit], capture_output=True)
+            subprocess.run(["git", "-C", str(self.ws.worktree(k)), "clean", "-ffdxq"], capture_output=True)
+        if getattr(self, "_own_ray", False) and ray.is_initialized():
+            ray.shutdown()
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -1,0 +1,125 @@
+"""The append-only journal (journal.jsonl) and the tables derived from it.
+
+Write order for each finished experiment: journal line (flushed and fsynced) -> TSV rows -> git
+refs. A kill at any point leaves the journal either with or without the record; on resume the
+TSVs are rewritten from the journal and the refs reconciled, so everything agrees again.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .records import CRASH, Experiment, Migration, NoiseFloor, Record, Reset, from_json, to_json
+
+RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
+                       "val_bpb", "parent_bpb", "delta", "seed", "wall_s", "training_seconds",
+                       "peak_vram_mb", "cost_usd", "tokens", "description", "reason", "log")
+EVENTS_COLUMNS = ("after_seq", "kind", "detail")
+
+
+def _clean(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def results_row(exp: Experiment) -> str:
+    """One row of the anchor's results.tsv."""
+    crashed = exp.status == CRASH or exp.val_bpb is None
+    bpb = 0.0 if crashed else exp.val_bpb
+    mem = 0.0 if crashed else exp.metrics.get("peak_vram_mb", 0.0) / 1024
+    return f"{exp.commit[:7]}\t{bpb:.6f}\t{mem:.1f}\t{exp.status}\t{_clean(exp.description)}\n"
+
+
+def experiments_row(exp: Experiment) -> str:
+    fmt = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+    delta = None if exp.val_bpb is None or exp.parent_bpb is None else exp.val_bpb - exp.parent_bpb
+    values = (exp.seq, exp.island, exp.island_seq, exp.commit[:12], " ".join(p[:12] for p in exp.parents),
+              exp.operator, exp.status, exp.outcome, fmt(exp.val_bpb, ".6f"), fmt(exp.parent_bpb, ".6f"),
+              fmt(delta, "+.6f"), exp.seed, f"{exp.wall_s:.1f}",
+              fmt(exp.metrics.get("training_seconds"), ".1f"), fmt(exp.metrics.get("peak_vram_mb"), ".1f"),
+              f"{exp.cost.get('usd', 0.0):.4f}",
+              int(exp.cost.get("prompt_tokens", 0) + exp.cost.get("completion_tokens", 0)),
+              _clean(exp.description), _clean(exp.reason), exp.log)
+    return "\t".join(str(v) for v in values) + "\n"
+
+
+def events_row(record: Record) -> str:
+    if isinstance(record, NoiseFloor):
+        detail = f"sigma={record.sigma:.6f} from {len(record.baselines)} baselines " + \
+                 " ".join(f"{b:.6f}" for b in record.baselines)
+        after = -1
+    elif isinstance(record, Migration):
+        detail = (f"island {record.source} round {record.round} -> {list(record.targets)}: "
+                  + ", ".join(f"{c[:7]} ({v:.6f})" for c, v in record.migrants))
+        after = record.after_seq
+    elif isinstance(record, Reset):
+        detail = f"round {record.round}: " + ", ".join(
+            f"island {i} <- island {d} champion {c[:7]} ({v:.6f})" for i, d, c, v in record.resets)
+        after = record.after_seq
+    else:
+        raise TypeError(record)
+    return f"{after}\t{record.kind}\t{detail}\n"
+
+
+class Journal:
+    def __init__(self, run_dir: Path, n_islands: int):
+        self.run_dir = run_dir
+        self.path = run_dir / "journal.jsonl"
+        self.n_islands = n_islands
+
+    def load(self) -> list[Record]:
+        """Every complete record; a torn last line (killed mid-write) is dropped and truncated away."""
+        if not self.path.exists():
+            return []
+        raw = self.path.read_bytes()
+        records, good = [], 0
+        for line in raw.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            records.append(from_json(line.decode()))
+            good += len(line)
+        if good != len(raw):
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+        return records
+
+    def append(self, record: Record) -> None:
+        line = (to_json(record) + "\n").encode()
+        with open(self.path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self._append_views(record)
+
+    # ---- derived tables -----------------------------------------------------------------------
+    def results_path(self, island: int) -> Path:
+        return self.run_dir / "islands" / str(island) / "results.tsv"
+
+    def _append_views(self, record: Record) -> None:
+        if isinstance(record, Experiment):
+            _append(self.results_path(record.island), results_row(record))
+            _append(self.run_dir / "experiments.tsv", experiments_row(record))
+        else:
+            _append(self.run_dir / "events.tsv", events_row(record))
+
+    def rewrite_views(self, records: list[Record]) -> None:
+        """Regenerates every table from the journal (on start and resume)."""
+        tables: dict[Path, list[str]] = {self.results_path(k): [RESULTS_HEADER] for k in range(self.n_islands)}
+        tables[self.run_dir / "experiments.tsv"] = ["\t".join(EXPERIMENTS_COLUMNS) + "\n"]
+        tables[self.run_dir / "events.tsv"] = ["\t".join(EVENTS_COLUMNS) + "\n"]
+        for record in records:
+            if isinstance(record, Experiment):
+                tables[self.results_path(record.island)].append(results_row(record))
+                tables[self.run_dir / "experiments.tsv"].append(experiments_row(record))
+            else:
+                tables[self.run_dir / "events.tsv"].append(events_row(record))
+        for path, rows in tables.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(rows))
+            os.replace(tmp, path)
+
+
+def _append(path: Path, row: str) -> None:
+    with open(path, "a") as f:
+        f.write(row)

@@ -1,0 +1,80 @@
+"""An island's population: evaluated train.py commits ranked by val_bpb, with DEAP's selection tools.
+
+A Member may be observed several times (repeated baselines, re-evaluations); its fitness is
+the mean of its observations. Lower val_bpb is better.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from statistics import fmean
+
+from deap import base, tools
+
+
+class FitnessMin(base.Fitness):
+    weights = (-1.0,)
+
+
+@dataclass(eq=False)
+class Member:
+    commit: str
+    observations: list[float]
+    origin_island: int
+    seq: int                 # the journal seq that first made it a member (ties break on it)
+    fitness: FitnessMin = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.fitness = FitnessMin((self.val_bpb,))
+
+    @property
+    def val_bpb(self) -> float:
+        return fmean(self.observations)
+
+    def observe(self, val_bpb: float) -> None:
+        self.observations.append(val_bpb)
+        self.fitness.values = (self.val_bpb,)
+
+    def copy(self) -> "Member":
+        return Member(self.commit, list(self.observations), self.origin_island, self.seq)
+
+
+class Population:
+    """At most `capacity` members; adding to a full population drops the worst (never the best)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.members: list[Member] = []
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __contains__(self, commit: str) -> bool:
+        return any(m.commit == commit for m in self.members)
+
+    def get(self, commit: str) -> Member | None:
+        return next((m for m in self.members if m.commit == commit), None)
+
+    def add(self, member: Member) -> None:
+        existing = self.get(member.commit)
+        if existing is not None:
+            for value in member.observations:
+                existing.observe(value)
+            return
+        self.members.append(member)
+        while len(self.members) > self.capacity:
+            # Ties drop the newest member, so replaying the journal rebuilds the same population.
+            worst = max(self.members, key=lambda m: (m.val_bpb, m.seq))
+            self.members.remove(worst)
+
+    def replace_all(self, member: Member) -> None:
+        self.members = [member]
+
+    def best(self, k: int = 1) -> list[Member]:
+        return sorted(self.members, key=lambda m: (m.val_bpb, m.seq))[:k]
+
+    def champion(self) -> Member | None:
+        return self.best(1)[0] if self.members else None
+
+    def select_parent(self, tournament_size: int) -> Member:
+        """One parent by DEAP tournament (uses the `random` module, seeded by the engine)."""
+        return tools.selTournament(self.members, 1, tournsize=tournament_size)[0]

@@ -1,0 +1,88 @@
+"""Selection policy: which runs are baselines, what is kept, when islands migrate or reset.
+
+Pure functions over RunState; randomness comes from the `rng` passed in.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from statistics import stdev
+
+from .config import Topology
+from .records import CRASH, DISCARD, KEEP, Migration, Reset
+from .state import RunState
+
+
+@dataclass(frozen=True)
+class BaselineRun:
+    island: int
+    seed: int
+
+
+def baseline_plan(n_islands: int, baseline_runs: int, noise_k: float, seed: int) -> list[BaselineRun]:
+    """Generation 0: the unmodified train.py on every island, each with its own seed."""
+    runs = baseline_runs or (max(n_islands, 2) if noise_k > 0 else n_islands)
+    runs = max(runs, n_islands)
+    return [BaselineRun(island=i % n_islands, seed=seed + i) for i in range(runs)]
+
+
+def noise_floor(values: list[float]) -> float:
+    """Run-to-run spread of the unmodified baseline (sample standard deviation; 0 with < 2 runs)."""
+    return stdev(values) if len(values) >= 2 else 0.0
+
+
+def decide(outcome: str, val_bpb: float | None, parent_bpb: float | None, sigma: float, noise_k: float) -> str:
+    """keep / discard / crash for a finished experiment (lower val_bpb is better)."""
+    if outcome != "ok" or val_bpb is None:
+        return CRASH
+    if parent_bpb is None:  # a baseline
+        return KEEP
+    return KEEP if val_bpb < parent_bpb - noise_k * sigma else DISCARD
+
+
+def migration_targets(source: int, n_islands: int, topology: Topology, rng: random.Random) -> tuple[int, ...]:
+    if n_islands < 2:
+        return ()
+    if topology == Topology.ring:
+        return ((source + 1) % n_islands,)
+    others = [k for k in range(n_islands) if k != source]
+    if topology == Topology.random:
+        return (rng.choice(others),)
+    return tuple(others)
+
+
+def plan_migration(state: RunState, source: int, interval: int, size: int, topology: Topology,
+                   rng: random.Random) -> Migration | None:
+    """Due when the source island has finished another `interval` experiments since its last round."""
+    island = state.islands[source]
+    if interval <= 0 or island.experiments // interval <= island.migration_rounds:
+        return None
+    targets = migration_targets(source, state.n_islands, topology, rng)
+    migrants = tuple((m.commit, m.val_bpb) for m in island.population.best(size))
+    if not targets or not migrants:
+        return None
+    return Migration(source=source, round=island.migration_rounds + 1, targets=targets,
+                     migrants=migrants, after_seq=state.next_seq - 1)
+
+
+def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Random) -> Reset | None:
+    """FunSearch-style: every interval x islands experiments, the weakest islands restart from the
+    champion of a randomly chosen survivor."""
+    n = state.n_islands
+    if interval <= 0 or fraction <= 0 or n < 2:
+        return None
+    if len(state.experiments) // (interval * n) <= state.reset_rounds:
+        return None
+    ranked = sorted(state.islands, key=lambda isl: (isl.champion().val_bpb if isl.champion() else float("inf"),
+                                                    isl.index))
+    n_reset = min(n - 1, max(1, int(fraction * n)))
+    survivors, weakest = ranked[: n - n_reset], ranked[n - n_reset:]
+    donors_with_members = [isl for isl in survivors if isl.champion() is not None]
+    if not donors_with_members:
+        return None
+    resets = []
+    for island in weakest:
+        donor = rng.choice(donors_with_members)
+        champ = donor.champion()
+        resets.append((island.index, donor.index, champ.commit, champ.val_bpb))
+    return Reset(round=state.reset_rounds + 1, resets=tuple(resets), after_seq=state.next_seq - 1)

@@ -1,0 +1,94 @@
+"""The run's state, rebuilt from its records: islands, their populations, counters, the noise floor.
+
+`RunState.apply` is the only way state changes, live and on resume alike, so a resumed run
+holds exactly the state the killed one had after its last record.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .population import Member, Population
+from .records import CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, Record, Reset
+
+
+@dataclass
+class IslandState:
+    index: int
+    population: Population
+    experiments: int = 0
+    keeps: int = 0
+    discards: int = 0
+    crashes: int = 0
+    migration_rounds: int = 0
+    resets: int = 0
+    last_description: str = ""
+
+    def champion(self) -> Member | None:
+        return self.population.champion()
+
+
+@dataclass
+class RunState:
+    n_islands: int
+    population_size: int
+    islands: list[IslandState] = field(default_factory=list)
+    experiments: list[Experiment] = field(default_factory=list)
+    events: list[Record] = field(default_factory=list)
+    sigma: float | None = None
+    reset_rounds: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.islands:
+            self.islands = [IslandState(k, Population(self.population_size)) for k in range(self.n_islands)]
+
+    @property
+    def next_seq(self) -> int:
+        return len(self.experiments)
+
+    def apply(self, record: Record) -> None:
+        if isinstance(record, Experiment):
+            self._apply_experiment(record)
+        elif isinstance(record, NoiseFloor):
+            self.sigma = record.sigma
+            self.events.append(record)
+        elif isinstance(record, Migration):
+            self.islands[record.source].migration_rounds = record.round
+            for target in record.targets:
+                for commit, val_bpb in record.migrants:
+                    if commit not in self.islands[target].population:
+                        self.islands[target].population.add(Member(commit, [val_bpb], record.source, record.after_seq))
+            self.events.append(record)
+        elif isinstance(record, Reset):
+            self.reset_rounds = record.round
+            for island, donor, commit, val_bpb in record.resets:
+                self.islands[island].population.replace_all(Member(commit, [val_bpb], donor, record.after_seq))
+                self.islands[island].resets += 1
+            self.events.append(record)
+        else:  # pragma: no cover - records.from_json only yields the kinds above
+            raise TypeError(f"unknown record {record!r}")
+
+    def _apply_experiment(self, exp: Experiment) -> None:
+        if exp.seq != self.next_seq:
+            raise ValueError(f"journal out of order: experiment seq {exp.seq}, expected {self.next_seq}")
+        self.experiments.append(exp)
+        island = self.islands[exp.island]
+        island.experiments += 1
+        island.last_description = exp.description
+        if exp.status == KEEP:
+            island.keeps += 1
+            island.population.add(Member(exp.commit, [exp.val_bpb], exp.island, exp.seq))
+        elif exp.status == DISCARD:
+            island.discards += 1
+        elif exp.status == CRASH:
+            island.crashes += 1
+
+    # ---- questions the engine asks --------------------------------------------------------------
+    def baseline_seeds_done(self) -> set[int]:
+        return {e.seed for e in self.experiments if e.is_baseline}
+
+    def champion(self) -> Member | None:
+        members = [m for isl in self.islands for m in isl.population.members]
+        return min(members, key=lambda m: (m.val_bpb, m.seq)) if members else None
+
+    def keeps_total(self) -> int:
+        return sum(isl.keeps for isl in self.islands)

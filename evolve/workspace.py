@@ -1,0 +1,133 @@
+"""The run directory: its manifest, the lab repository, the islands' worktrees, the pinned evaluator.
+
+Layout of <run.dir>:
+    run.json              manifest (run name, islands, base commit, prepare.py's pinned hash)
+    journal.jsonl         every finished experiment and event (the source of truth)
+    experiments.tsv       one row per experiment, all islands
+    events.tsv            noise floor, migrations, resets
+    islands/<k>/results.tsv   the anchor's format, per island
+    logs/island-<k>/*.log     the full output of every fitness run
+    lab/                  the lab repository (only when the task is not already in a git repo)
+    worktrees/island-<k>/ each island's checkout
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import git
+
+from operators.constants import rewrite_constants
+
+from .config import ConfigError
+from .lab import Lab
+
+PACKAGED_TASK = Path(__file__).resolve().parent / "task"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    run_name: str
+    islands: int
+    lab_dir: str
+    prefix: str
+    base_commit: str
+    prepare_sha256: str
+    task_dir: str
+    preset: str
+    created: float
+
+
+def run_name_for(run_dir: Path) -> str:
+    """A git-ref-safe name; multirun job dirs (…/<sweep>/<n>) become '<sweep>-<n>'."""
+    name = run_dir.name if not run_dir.name.isdigit() else f"{run_dir.parent.name}-{run_dir.name}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "run"
+
+
+def _apply_constants(text: str, constants: dict, filename: str) -> str:
+    if not constants:
+        return text
+    try:
+        return rewrite_constants(text, dict(constants))
+    except ValueError as e:
+        raise ConfigError(f"task constants for {filename}: {e} (for your own task.dir use task=custom)") from e
+
+
+class Workspace:
+    def __init__(self, run_dir: Path, manifest: Manifest):
+        self.run_dir = run_dir
+        self.manifest = manifest
+        self.lab = Lab(Path(manifest.lab_dir), manifest.run_name, manifest.prefix)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.run_dir / "run.json"
+
+    @staticmethod
+    def exists(run_dir: Path) -> bool:
+        return (run_dir / "run.json").exists()
+
+    @classmethod
+    def open(cls, run_dir: Path, islands: int) -> "Workspace":
+        manifest = Manifest(**json.loads((run_dir / "run.json").read_text()))
+        if manifest.islands != islands:
+            raise ConfigError(f"islands={islands} does not match the run in {run_dir}, which has "
+                              f"islands={manifest.islands}; resume with islands={manifest.islands} "
+                              "or choose a new run.dir")
+        return cls(run_dir, manifest)
+
+    @classmethod
+    def create(cls, run_dir: Path, task_cfg, islands: int) -> "Workspace":
+        task_dir = Path(task_cfg.dir).expanduser().resolve() if task_cfg.dir else PACKAGED_TASK
+        for required in ("train.py", "prepare.py"):
+            if not (task_dir / required).is_file():
+                raise ConfigError(f"task.dir={str(task_dir)!r} has no {required}; expected a directory with "
+                                  "train.py and prepare.py (the autoresearch convention)")
+        run_name = run_name_for(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        in_user_repo = task_cfg.dir is not None and _inside_git_repo(task_dir)
+        if in_user_repo:
+            lab = Lab.open_user_repo(task_dir, run_name)
+            head = lab.head()
+        else:
+            lab = Lab.create_from_files(run_dir / "lab", task_dir, run_name)
+            head = lab.head()
+        files = {}
+        for name, constants in (("train.py", task_cfg.train_constants), ("prepare.py", task_cfg.prepare_constants)):
+            original = lab.read(head, name)
+            rewritten = _apply_constants(original, constants, name)
+            if rewritten != original:
+                files[name] = rewritten
+        base = lab.commit_with_files(head, files, f"evolve: task preset {task_cfg.preset}") if files else head
+        if not in_user_repo:
+            lab.repo.git.update_ref("refs/heads/main", base)
+            lab.repo.git.reset("--hard", base)
+        prepare_sha = hashlib.sha256(lab.read(base, "prepare.py").encode()).hexdigest()
+        manifest = Manifest(run_name=run_name, islands=islands, lab_dir=str(Path(lab.repo.working_tree_dir)),
+                            prefix=lab.prefix, base_commit=base, prepare_sha256=prepare_sha,
+                            task_dir=str(task_dir), preset=task_cfg.preset, created=time.time())
+        ws = cls(run_dir, manifest)
+        tmp = ws.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(manifest), indent=2))
+        tmp.replace(ws.manifest_path)
+        return ws
+
+    def worktree(self, island: int) -> Path:
+        return self.run_dir / "worktrees" / f"island-{island}"
+
+    def ensure_worktrees(self) -> list[Path]:
+        """Creates missing worktrees; returns each island's task folder inside its worktree."""
+        return [self.lab.ensure_worktree(self.worktree(k), self.manifest.base_commit)
+                for k in range(self.manifest.islands)]
+
+
+def _inside_git_repo(path: Path) -> bool:
+    try:
+        git.Repo(path, search_parent_directories=True)
+        return True
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return False

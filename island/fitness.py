@@ -1,0 +1,266 @@
+"""The fitness run: ``python train.py`` in a worktree, under a hard deadline, scored by its summary.
+
+    result = run_fitness(worktree, budget_s=300, grace_s=60, log_path=".../run.log", seed=3)
+    result.status, result.val_bpb, result.metrics, result.reason
+
+The run goes through island/supervise.py (a stdlib-only process, a few ms to start) that puts
+train.py in its own session, becomes a child subreaper so that nothing the run starts can escape
+it, and SIGKILLs every descendant at budget_s + grace_s, when its parent (the island actor) dies,
+and when train.py exits leaving something behind. This module adds a last-resort backstop in case
+the supervisor itself is killed or stuck, a helper that kills the runs a crashed engine left
+behind (``kill_stale``), and the classification of the outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from island import supervise as _sv
+from island.environment import scrubbed_env
+from island.summary import Status, classify, log_tail, parse_summary, read_log
+
+__all__ = ["FitnessResult", "Status", "run_fitness", "kill_stale", "SUPERVISOR"]
+
+SUPERVISOR = str(Path(_sv.__file__).resolve())
+# How long past the supervisor's own deadline we wait before killing the supervisor itself.
+BACKSTOP_S = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FitnessResult:
+    status: Status
+    val_bpb: float | None
+    metrics: dict[str, float]
+    wall_s: float
+    reason: str
+    log_path: str
+    log_tail: str
+    returncode: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["status"] = self.status.value
+        return d
+
+    @classmethod
+    def rejected(cls, reason: str, log_path: str | os.PathLike = "") -> "FitnessResult":
+        """The result of a candidate the guards refused to run."""
+        return cls(Status.REJECTED, None, {}, 0.0, reason, str(log_path), "", None)
+
+
+def _read_status_pipe(fd: int) -> tuple[int | None, dict[str, Any] | None]:
+    """(train.py's pid, the supervisor's final report) from whatever it wrote to its status pipe."""
+    fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    child_pid, report = None, None
+    for line in b"".join(chunks).decode(errors="replace").splitlines():
+        if line.startswith("child "):
+            child_pid = int(line.split()[1])
+        elif line.startswith("result "):
+            try:
+                report = json.loads(line[len("result "):])
+            except json.JSONDecodeError:
+                pass
+    return child_pid, report
+
+
+def _kill_session(sid: int) -> int:
+    """SIGKILL every process of session ``sid`` (the train.py session): a last resort for when the
+    supervisor could not do its job. Descendants that started their own session escape this."""
+    n = 0
+    for pid, st in _sv.process_table().items():
+        if st[3] == sid and st[0] != "Z" and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _stop_supervisor(proc: subprocess.Popen, child_pid: int | None) -> None:
+    """SIGTERM the supervisor (it kills its tree and exits); SIGKILL it and sweep if it will not."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+    if child_pid is not None:
+        _kill_session(child_pid)
+
+
+def run_fitness(
+    workdir: str | os.PathLike,
+    *,
+    budget_s: float,
+    grace_s: float,
+    log_path: str | os.PathLike,
+    seed: int = 0,
+    extra_env: dict[str, str] | None = None,
+    python: str = sys.executable,
+    num_threads: int | None = None,
+    pidfile: str | os.PathLike | None = None,
+    script: str = "train.py",
+) -> FitnessResult:
+    """Run ``python train.py`` in ``workdir`` and score it.
+
+    stdout and stderr go to ``log_path`` (truncated first). The whole process tree is SIGKILLed at
+    ``budget_s + grace_s`` wall seconds after start. ``pidfile``, when given, holds the supervisor's
+    and train.py's pids while the run lasts (see kill_stale). Never raises for a failing train.py;
+    raises ValueError for a secret-looking ``extra_env`` name and OSError if the log cannot be opened.
+    """
+    workdir = Path(workdir)
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    limit_s = float(budget_s) + float(grace_s)
+    env = scrubbed_env(os.environ, extra_env, budget_s=budget_s, seed=seed, num_threads=num_threads)
+
+    rfd, wfd = os.pipe()
+    cmd = [sys.executable, "-I", "-S", SUPERVISOR,
+           "--deadline", repr(limit_s), "--status-fd", str(wfd), "--parent-pid", str(os.getpid())]
+    if pidfile is not None:
+        Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
+        cmd += ["--pidfile", str(pidfile)]
+    cmd += ["--", python, script]
+
+    proc = None
+    child_pid = None
+    try:
+        with open(log_path, "wb") as log:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                pass_fds=(wfd,), close_fds=True, start_new_session=True,
+            )
+        os.close(wfd)
+        wfd = -1
+        try:
+            proc.wait(timeout=limit_s + BACKSTOP_S)
+        except subprocess.TimeoutExpired:
+            child_pid, _ = _read_status_pipe(rfd)
+            _stop_supervisor(proc, child_pid)
+        wall_s = time.monotonic() - t0
+        pipe_child, report = _read_status_pipe(rfd)
+        child_pid = child_pid or pipe_child
+    except BaseException:
+        # KeyboardInterrupt, an actor being cancelled, ...: never leave the run behind.
+        if proc is not None:
+            if child_pid is None:
+                child_pid, _ = _read_status_pipe(rfd)
+            _stop_supervisor(proc, child_pid)
+        raise
+    finally:
+        if wfd >= 0:
+            os.close(wfd)
+        os.close(rfd)
+
+    if report is None:
+        # The supervisor died without reporting (SIGKILLed, or could not start): sweep what it
+        # may have left, and fall back on its exit status.
+        if child_pid is not None:
+            _kill_session(child_pid)
+        if pidfile is not None:
+            try:
+                os.unlink(pidfile)
+            except OSError:
+                pass
+        returncode = None
+        timed_out = wall_s >= limit_s
+        sup_rc = proc.returncode
+        extra_reason = f"supervisor exited with {sup_rc} without a report"
+    else:
+        returncode = report.get("returncode")
+        timed_out = bool(report.get("timed_out"))
+        extra_reason = None
+        if report.get("stop_signal"):
+            extra_reason = f"run stopped by {report['stop_signal']}"
+
+    text = read_log(log_path)
+    status, reason = classify(returncode, text, timed_out, limit_s=limit_s)
+    if extra_reason and status is not Status.OK and not timed_out:
+        reason = f"{reason}; {extra_reason}"
+    summary = parse_summary(text)
+    metrics = {k: v for k, v in summary.items() if math.isfinite(v)}
+    val_bpb = summary.get("val_bpb") if status is Status.OK else None
+    return FitnessResult(
+        status=status,
+        val_bpb=val_bpb,
+        metrics=metrics,
+        wall_s=wall_s,
+        reason=reason,
+        log_path=str(log_path),
+        log_tail="" if status is Status.OK else log_tail(text),
+        returncode=returncode,
+    )
+
+
+def kill_stale(pidfile: str | os.PathLike, wait_s: float = 10.0) -> bool:
+    """Kill the fitness run a pidfile describes, if it is still running; remove the pidfile.
+
+    For an engine that restarts after a crash: runs it started may still hold a GPU. The
+    supervisor is identified by pid *and* start time, so a recycled pid is never hit. It gets
+    SIGTERM (it then kills its whole tree), then SIGKILL; train.py's session is swept after.
+    Returns True when something was still running.
+    """
+    path = Path(pidfile)
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    found = False
+    sup = info.get("supervisor_pid")
+    st = _sv.proc_stat(sup) if isinstance(sup, int) else None
+    if st is not None and st[0] != "Z" and st[4] == info.get("supervisor_starttime"):
+        found = True
+        try:
+            os.kill(sup, signal.SIGTERM)
+        except OSError:
+            pass
+        t_end = time.monotonic() + wait_s
+        while _sv.is_alive(sup) and time.monotonic() < t_end:
+            time.sleep(0.02)
+        if _sv.is_alive(sup):
+            try:
+                os.killpg(info.get("supervisor_pgid", sup), signal.SIGKILL)
+            except OSError:
+                pass
+    child = info.get("child_sid")
+    if isinstance(child, int):
+        cst = _sv.proc_stat(child)
+        # Sweep the session only if the supervisor was ours or the session leader is still the
+        # process it started (same pid and start time).
+        if found or (cst is not None and cst[4] == info.get("child_starttime")):
+            found = (_kill_session(child) > 0) or found
+    try:
+        path.unlink()
+    except OSError:
+        pass
+    return found

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Overhead of the fitness harness: a bare `python train.py` against run_fitness() on the same code.
+
+    python scripts/bench_fitness.py                      # default task, budget 20 s, 3 pairs
+    python scripts/bench_fitness.py --budget 5 --runs 2
+    python scripts/bench_fitness.py --cache-dir ~/.cache/evolve --threads 2
+    python scripts/bench_fitness.py --fake               # a stdlib busy-loop train.py, no torch
+
+The task (train.py + prepare.py [+ program.md]) is copied into a temporary git repository, its data
+cache is built once (`python prepare.py`, EVOLVE_CACHE_DIR = --cache-dir or a temporary folder),
+then N pairs run alternately (bare first in even pairs, harness first in odd ones, so drift in
+machine load hits both equally). Both get the same scrubbed environment. Printed: the machine,
+every run, the medians, and the ratio harness/bare (goal: under 1.02).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import git  # noqa: E402
+
+from island.environment import scrubbed_env  # noqa: E402
+from island.fitness import SUPERVISOR, run_fitness  # noqa: E402
+from island.summary import classify, parse_summary, read_log  # noqa: E402
+
+FAKE_TRAIN = '''\
+import os, time
+t0 = time.time()
+budget = float(os.environ.get("EVOLVE_BUDGET_S", "20"))
+x, n = 0, 0
+while time.time() - t0 < budget:
+    for i in range(10000):
+        x = (x * 31 + i) % 1000003
+    n += 1
+    if n % 200 == 0:
+        print(f"\\rstep {n} elapsed {time.time() - t0:.1f}s", end="", flush=True)
+print()
+print("---")
+print(f"val_bpb: {1 + (x % 1000) / 1e6:.6f}")
+print(f"training_seconds: {time.time() - t0:.1f}")
+print(f"num_steps: {n}")
+'''
+FAKE_PREPARE = "# fake evaluator for the harness benchmark\nprint('nothing to prepare')\n"
+
+
+def machine_line() -> str:
+    try:
+        torch_v = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_v = "not installed"
+    return (f"{dt.datetime.now().astimezone().isoformat(timespec='seconds')} | {platform.node()} | "
+            f"{platform.platform()} | {os.cpu_count()} cores | python {platform.python_version()} | "
+            f"torch {torch_v} | load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def make_repo(task: Path | None, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    if task is None:
+        (dest / "train.py").write_text(FAKE_TRAIN)
+        (dest / "prepare.py").write_text(FAKE_PREPARE)
+    else:
+        for name in ("train.py", "prepare.py", "program.md"):
+            if (task / name).exists():
+                shutil.copy2(task / name, dest / name)
+    with git.Repo.init(dest) as repo:
+        repo.index.add([p.name for p in dest.iterdir() if p.is_file()])
+        who = git.Actor("bench", "bench@example.invalid")
+        repo.index.commit("task", author=who, committer=who)
+    return dest
+
+
+def bare_run(workdir: Path, env: dict[str, str], python: str, log_path: Path) -> tuple[float, str, dict]:
+    with open(log_path, "wb") as log:
+        t0 = time.monotonic()
+        proc = subprocess.run([python, "train.py"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                              stdout=log, stderr=subprocess.STDOUT)
+        wall = time.monotonic() - t0
+    text = read_log(log_path)
+    status, _ = classify(proc.returncode, text, False)
+    return wall, status.value, parse_summary(text)
+
+
+def supervisor_startup_ms(n: int = 20) -> tuple[float, float]:
+    """Median wall ms of `true` bare and under the supervisor."""
+    true = shutil.which("true") or "/bin/true"
+    bare, sup = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([true])
+        bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-I", "-S", SUPERVISOR, "--deadline", "10", "--", true])
+        sup.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(bare), 1000 * statistics.median(sup)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", type=float, default=20.0, help="EVOLVE_BUDGET_S of each run (default 20)")
+    ap.add_argument("--runs", type=int, default=3, help="number of (bare, harness) pairs (default 3)")
+    ap.add_argument("--grace", type=float, default=None,
+                    help="harness grace seconds on top of the budget (default: max(120, 2 x budget))")
+    ap.add_argument("--task", type=Path, default=ROOT / "evolve" / "task", help="task folder (train.py, prepare.py)")
+    ap.add_argument("--fake", action="store_true", help="use a stdlib busy-loop train.py instead of the task")
+    ap.add_argument("--cache-dir", type=Path, default=None, help="EVOLVE_CACHE_DIR (default: a temporary folder)")
+    ap.add_argument("--threads", type=int, default=None, help="num_threads for both runs (default: unset)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--python", default=sys.executable, help="interpreter for train.py")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) and print it")
+    args = ap.parse_args()
+    if args.runs < 1 or args.budget < 0:
+        ap.error("--runs must be >= 1 and --budget >= 0")
+    grace = args.grace if args.grace is not None else max(120.0, 2 * args.budget)
+
+    task = None if args.fake else args.task.resolve()
+    if task is not None and not (task / "train.py").is_file():
+        print(f"note: {task}/train.py not found, benchmarking the fake train.py instead")
+        task = None
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_fitness-"))
+    try:
+        cache = (args.cache_dir or tmp / "cache").resolve()
+        cache.mkdir(parents=True, exist_ok=True)
+        extra = {"EVOLVE_CACHE_DIR": str(cache)}
+        workdir = make_repo(task, tmp / "task")
+        env = scrubbed_env(os.environ, extra, budget_s=args.budget, seed=args.seed, num_threads=args.threads)
+        logs = tmp / "logs"
+        logs.mkdir()
+
+        print("machine:", machine_line())
+        print(f"task: {task or 'fake (stdlib busy loop)'} | budget {args.budget:g} s | grace {grace:g} s | "
+              f"pairs {args.runs} | threads {args.threads or 'unset'} | cache {cache}")
+        t0 = time.monotonic()
+        prep = subprocess.run([args.python, "prepare.py"], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True)
+        if prep.returncode != 0:
+            print(prep.stdout[-2000:], prep.stderr[-2000:], sep="\n")
+            print("prepare.py failed", file=sys.stderr)
+            return 1
+        print(f"prepare.py: {time.monotonic() - t0:.1f} s (data cache ready)")
+        b_ms, s_ms = supervisor_startup_ms()
+        print(f"process start-up: `true` {b_ms:.1f} ms bare, {s_ms:.1f} ms under the supervisor "
+              f"(+{s_ms - b_ms:.1f} ms)")
+        print()
+
+        rows = []
+        hdr = f"{'pair':>4}  {'kind':<8} {'wall_s':>8} {'status':<8} {'val_bpb':>9} {'train_s':>8} {'steps':>6}"
+        print(hdr)
+        print("-" * len(hdr))
+        for i in range(args.runs):
+            order = ("bare", "harness") if i % 2 == 0 else ("harness", "bare")
+            for kind in order:
+                log = logs / f"{i}-{kind}.log"
+                if kind == "bare":
+                    wall, status, summary = bare_run(workdir, env, args.python, log)
+                else:
+                    r = run_fitness(workdir, budget_s=args.budget, grace_s=grace, log_path=log, seed=args.seed,
+                                    extra_env=extra, python=args.python, num_threads=args.threads)
+                    wall, status, summary = r.wall_s, r.status.value, r.metrics
+                rows.append((i, kind, wall))
+                vb = summary.get("val_bpb")
+                print(f"{i:>4}  {kind:<8} {wall:>8.2f} {status:<8} "
+                      f"{(f'{vb:.6f}' if vb is not None else '-'):>9} "
+                      f"{summary.get('training_seconds', float('nan')):>8.1f} "
+                      f"{int(summary.get('num_steps', -1)):>6}", flush=True)
+
+        bare = [w for _, k, w in rows if k == "bare"]
+        harness = [w for _, k, w in rows if k == "harness"]
+        pair_ratios = [h / b for (_, _, b), (_, _, h) in
+                       zip(sorted((r for r in rows if r[1] == "bare")), sorted((r for r in rows if r[1] == "harness")))]
+        mb, mh = statistics.median(bare), statistics.median(harness)
+        print()
+        print("| runs | median bare s | median run_fitness s | ratio fitness/bare | median per-pair ratio |")
+        print("|---|---|---|---|---|")
+        print(f"| {args.runs} x 2 | {mb:.2f} | {mh:.2f} | {mh / mb:.4f} | {statistics.median(pair_ratios):.4f} |")
+        verdict = "meets" if mh / mb < 1.02 else "MISSES"
+        print(f"\noverhead goal (< 1.02): {verdict}; load at the end: "
+              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if args.keep:
+            print(f"kept: {tmp}")
+        return 0
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""End-to-end runs of `python -m evolve`: real Hydra, real Ray, real git, real fitness subprocesses.
+
+Most runs use tests/tasks/landscape (a train.py that scores its constants instantly) so that the
+engine's behaviour, not training speed, sets the pace; one run trains the real tiny task.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+import pytest
+
+from evolve.journal import Journal
+from evolve.records import Experiment, Migration, NoiseFloor, Reset
+from evolve.state import RunState
+
+ROOT = Path(__file__).resolve().parents[1]
+LANDSCAPE = ROOT / "tests" / "tasks" / "landscape"
+
+
+def evolve_cmd(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "evolve", *overrides]
+
+
+def run_evolve(*overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(evolve_cmd(*overrides), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def landscape(tmp_path: Path) -> Path:
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    return task
+
+
+def read_tsv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def load_state(run_dir: Path, islands: int, population_size: int = 4) -> RunState:
+    state = RunState(islands, population_size)
+    for record in Journal(run_dir, islands).load():
+        state.apply(record)
+    return state
+
+
+def trailers(repo: git.Repo, commit: str) -> dict[str, str]:
+    body = repo.commit(commit).message
+    return dict(line.split(": ", 1) for line in body.splitlines() if line.startswith("Evolve-"))
+
+
+def assert_records_agree_with_git(run_dir: Path, islands: int, population_size: int = 4) -> RunState:
+    state = load_state(run_dir, islands, population_size)
+    rows = read_tsv(run_dir / "experiments.tsv")
+    assert [int(r["seq"]) for r in rows] == list(range(len(state.experiments)))
+    repo = git.Repo(run_dir / "lab")
+    run_name = run_dir.name
+    refs = {r.path.rsplit("/", 1)[1]: r.commit.hexsha for r in repo.refs if r.path.startswith(f"refs/evolve/{run_name}/exp/")}
+    assert len(refs) == len(state.experiments)
+    for exp in state.experiments:
+        assert refs[f"{exp.seq:05d}"] == exp.commit
+        if not exp.is_baseline:
+            t = trailers(repo, exp.commit)
+            assert t["Evolve-Status"] == exp.status
+            assert t["Evolve-Island"] == str(exp.island)
+            assert t["Evolve-Parents"].split() == list(exp.parents)
+            assert [p.hexsha for p in repo.commit(exp.commit).parents] == list(exp.parents)
+    for isl in state.islands:
+        champion = isl.champion()
+        assert repo.commit(f"evolve/{run_name}/island-{isl.index}").hexsha == champion.commit
+        results = read_tsv(run_dir / "islands" / str(isl.index) / "results.tsv")
+        assert len(results) == isl.experiments
+        assert list(results[0].keys()) == ["commit", "val_bpb", "memory_gb", "status", "description"]
+    return state
+
+
+def test_bad_override_names_the_key_and_allowed_values(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    bad_enum = run_evolve("+islands=2", f"run.dir={run_dir}", "migration.topology=star")
+    assert bad_enum.returncode != 0
+    assert "migration.topology" in bad_enum.stderr and "ring" in bad_enum.stderr
+    bad_range = run_evolve("+islands=2", f"run.dir={run_dir}", "reset.fraction=1.5")
+    assert bad_range.returncode == 2
+    assert "reset.fraction=1.5" in bad_range.stderr and "[0, 1)" in bad_range.stderr
+    bad_operator = run_evolve("islands=2", f"run.dir={run_dir}", "+operators.weights.magic=1")
+    assert bad_operator.returncode == 2 and "perturb" in bad_operator.stderr
+    assert not (run_dir / "run.json").exists()
+
+
+def test_two_islands_migrate_reset_and_records_agree_with_git(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "night"
+    done = run_evolve("+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=0.1",
+                      "task.grace_s=20", "run.max_experiments=14", "migration.interval=3", "reset.interval=4",
+                      "reset.fraction=0.5", f"run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert len(state.experiments) == 14
+    baselines = [e for e in state.experiments if e.is_baseline]
+    assert sorted(e.island for e in baselines) == [0, 1] and len({e.seed for e in baselines}) == 2
+    sigma = [e for e in state.events if isinstance(e, NoiseFloor)]
+    assert len(sigma) == 1 and sigma[0].sigma > 0
+    # Migration after every 3rd experiment of an island, reset every 4 x 2 experiments in total.
+    for isl in state.islands:
+        rounds = [e for e in state.events if isinstance(e, Migration) and e.source == isl.index]
+        assert len(rounds) == isl.experiments // 3
+        for e in rounds:
+            assert e.targets == (1 - isl.index,)
+    resets = [e for e in state.events if isinstance(e, Reset)]
+    assert len(resets) == 14 // 8
+    assert all(len(r.resets) == 1 for r in resets)
+    events = read_tsv(run_dir / "events.tsv")
+    assert {e["kind"] for e in events} == {"sigma", "migration", "reset"}
+    # Every fitness run left its full log behind.
+    for row in read_tsv(run_dir / "experiments.tsv"):
+        assert "val_bpb:" in (run_dir / row["log"]).read_text()
+    assert "champion" in done.stdout
+
+
+def test_ratchet_keeps_only_strict_gains_and_resets_otherwise(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "ratchet"
+    done = run_evolve("islands=1", "selection=ratchet", "task=custom", f"task.dir={landscape}",
+                      "task.budget_s=0.05", "run.max_experiments=12", f"run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 1, population_size=1)
+    best = None
+    for exp in state.experiments:
+        if exp.is_baseline:
+            best = exp
+            continue
+        assert exp.parents == (best.commit,), "the ratchet always mutates the current head"
+        assert exp.status == ("keep" if exp.val_bpb < best.val_bpb else "discard")
+        if exp.status == "keep":
+            best = exp
+    assert not [e for e in state.events if isinstance(e, (Migration, Reset))]
+    repo = git.Repo(run_dir / "lab")
+    assert repo.commit(f"evolve/{run_dir.name}/island-0").hexsha == best.commit
+    # discarded commits stay reachable under refs/evolve/
+    discarded = [e for e in state.experiments if e.status == "discard"]
+    for exp in discarded:
+        assert repo.git.for_each_ref("--points-at", exp.commit, f"refs/evolve/{run_dir.name}/")
+
+
+def test_resume_after_sigkill_yields_exactly_n_experiments(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "killed"
+    args = ("+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=0.4",
+            "run.max_experiments=10", f"run.dir={run_dir}", "run.live=false")
+    proc = subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    journal = run_dir / "journal.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if journal.exists() and sum(1 for line in journal.read_text().splitlines() if '"experiment"' in line) >= 4:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"run did not reach 4 experiments: {proc.stderr.read()[-2000:]}")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its session, mid-experiment
+    proc.wait()
+    before = load_state(run_dir, 2).experiments
+    assert 4 <= len(before) < 10
+    done = run_evolve(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming" in done.stdout
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert len(state.experiments) == 10
+    assert state.experiments[: len(before)] == before
+    children = [e.commit for e in state.experiments if not e.is_baseline]
+    assert len(children) == len(set(children))
+    # a third call has nothing left to do and changes nothing
+    again = run_evolve(*args)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert len(load_state(run_dir, 2).experiments) == 10
+
+
+def test_task_in_a_git_repo_gets_island_branches_in_that_repo(tmp_path: Path, landscape: Path):
+    repo = git.Repo.init(landscape)
+    repo.index.add(["train.py", "prepare.py"])
+    repo.index.commit("my task")
+    run_dir = tmp_path / "runs" / "mine"
+    done = run_evolve("+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=0.05",
+                      "run.max_experiments=6", f"run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (run_dir / "lab").exists()
+    branches = {h.name for h in repo.heads}
+    assert {"evolve/mine/island-0", "evolve/mine/island-1"} <= branches
+    assert repo.is_dirty(untracked_files=True) is False
+
+
+def test_multirun_gives_each_job_its_own_run_dir(tmp_path: Path, landscape: Path):
+    sweep = tmp_path / "sweep"
+    done = run_evolve("-m", "+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=0.05",
+                      "run.max_experiments=4", f"run.dir={sweep}", "migration.interval=1,2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for job in ("0", "1"):
+        rows = read_tsv(sweep / job / "experiments.tsv")
+        assert len(rows) == 4
+    assert (sweep / "0" / "lab").exists() and (sweep / "1" / "lab").exists()
+
+
+def test_tiny_task_two_islands_real_training(tmp_path: Path, task_cache: Path):
+    run_dir = tmp_path / "tiny"
+    done = run_evolve("+islands=2", "task.budget_s=2", "run.max_experiments=4", f"run.dir={run_dir}",
+                      f"task.cache_dir={task_cache}", timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert len(state.experiments) == 4
+    ok = [e for e in state.experiments if e.outcome == "ok"]
+    assert len(ok) >= 3, [(e.outcome, e.reason) for e in state.experiments]
+    for exp in ok:
+        assert 0.5 < exp.val_bpb < 20 and exp.metrics["num_steps"] > 0
