@@ -24,9 +24,9 @@ CPU_DEFAULT_ISLANDS = 2
 
 
 def _default_islands(cfg: DictConfig) -> int:
-    """One island per GPU, or 2 on a machine without GPUs (a cluster is asked after Ray starts)."""
+    """One island per local GPU, or 2 without GPUs. On a cluster (ray.address) set islands yourself."""
     if cfg.ray.address:
-        return CPU_DEFAULT_ISLANDS  # refined by the engine once it sees the cluster
+        return CPU_DEFAULT_ISLANDS
     import torch
 
     return torch.cuda.device_count() or CPU_DEFAULT_ISLANDS

@@ -50,6 +50,9 @@ class TaskConfig:
     prepare_constants: dict[str, Any] = field(default_factory=dict)
     # Data cache for the task (tokenizer, tokens); null = ~/.cache/evolve.
     cache_dir: Optional[str] = None
+    # Interpreter for the fitness runs, e.g. an autoresearch checkout's .venv/bin/python;
+    # null = the interpreter running evolve.
+    python: Optional[str] = None
 
 
 @dataclass

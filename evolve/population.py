@@ -62,15 +62,14 @@ class Population:
             return
         self.members.append(member)
         while len(self.members) > self.capacity:
-            # Ties drop the newest member, so replaying the journal rebuilds the same population.
-            worst = max(self.members, key=lambda m: (m.val_bpb, m.seq))
-            self.members.remove(worst)
+            # Elitism: only the worst leaves (ties: the oldest), so the best member always stays.
+            self.members.remove(tools.selWorst(self.members, 1)[0])
 
     def replace_all(self, member: Member) -> None:
         self.members = [member]
 
     def best(self, k: int = 1) -> list[Member]:
-        return sorted(self.members, key=lambda m: (m.val_bpb, m.seq))[:k]
+        return tools.selBest(self.members, k)
 
     def champion(self) -> Member | None:
         return self.best(1)[0] if self.members else None
@@ -78,3 +77,10 @@ class Population:
     def select_parent(self, tournament_size: int) -> Member:
         """One parent by DEAP tournament (uses the `random` module, seeded by the engine)."""
         return tools.selTournament(self.members, 1, tournsize=tournament_size)[0]
+
+
+def hall_of_fame(members: list[Member], size: int = 10) -> list[Member]:
+    """The best distinct commits among `members`, best first (DEAP's HallOfFame)."""
+    hof = tools.HallOfFame(size, similar=lambda a, b: a.commit == b.commit)
+    hof.update([m.copy() for m in members])
+    return list(hof)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .population import Member, Population
+from .population import Member, Population, hall_of_fame
 from .records import CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, Record, Reset
 
 
@@ -86,9 +86,12 @@ class RunState:
     def baseline_seeds_done(self) -> set[int]:
         return {e.seed for e in self.experiments if e.is_baseline}
 
+    def hall_of_fame(self, size: int = 10) -> list[Member]:
+        return hall_of_fame([m for isl in self.islands for m in isl.population.members], size)
+
     def champion(self) -> Member | None:
-        members = [m for isl in self.islands for m in isl.population.members]
-        return min(members, key=lambda m: (m.val_bpb, m.seq)) if members else None
+        best = self.hall_of_fame(1)
+        return best[0] if best else None
 
     def keeps_total(self) -> int:
         return sum(isl.keeps for isl in self.islands)

@@ -93,8 +93,11 @@ class LiveView:
             t.add_row(str(isl.index), str(isl.experiments), str(isl.keeps), str(isl.crashes),
                       _fmt_bpb(champ.val_bpb if champ else None), lab.branch(isl.index))
         self.console.print(t)
-        champ = s.champion()
-        if champ:
+        hof = s.hall_of_fame(5)
+        if hof:
+            champ = hof[0]
             self.console.print(f"[evolve] {len(s.experiments)} experiments, {s.keeps_total()} keeps; champion "
                                f"{champ.commit[:7]} val_bpb {champ.val_bpb:.6f} from island {champ.origin_island}; "
                                f"lab: {lab.repo.working_tree_dir}", highlight=False, markup=False)
+            self.console.print("[evolve] hall of fame: " + ", ".join(f"{m.commit[:7]} {m.val_bpb:.6f}" for m in hof),
+                               highlight=False, markup=False)

@@ -18,6 +18,7 @@ import fcntl
 import json
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from island.summary import Status, classify, log_tail, parse_summary, read_log
 __all__ = ["FitnessResult", "Status", "run_fitness", "kill_stale", "SUPERVISOR"]
 
 SUPERVISOR = str(Path(_sv.__file__).resolve())
+_SUPERVISOR_CMD = [sys.executable, "-I", "-S", "-c", _sv.BOOTSTRAP.format(dir=str(Path(SUPERVISOR).parent))]
 # How long past the supervisor's own deadline we wait before killing the supervisor itself.
 BACKSTOP_S = 15.0
 
@@ -85,6 +87,21 @@ def _read_status_pipe(fd: int) -> tuple[int | None, dict[str, Any] | None]:
             except json.JSONDecodeError:
                 pass
     return child_pid, report
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> int:
+    """Popen.wait(timeout) without its polling (sleeps of up to 50 ms): block on a pidfd."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        return proc.wait(timeout=timeout)
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.wait()
 
 
 def _kill_session(sid: int) -> int:
@@ -144,7 +161,7 @@ def run_fitness(
     env = scrubbed_env(os.environ, extra_env, budget_s=budget_s, seed=seed, num_threads=num_threads)
 
     rfd, wfd = os.pipe()
-    cmd = [sys.executable, "-I", "-S", SUPERVISOR,
+    cmd = [*_SUPERVISOR_CMD,
            "--deadline", repr(limit_s), "--status-fd", str(wfd), "--parent-pid", str(os.getpid())]
     if pidfile is not None:
         Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +170,7 @@ def run_fitness(
 
     proc = None
     child_pid = None
+    backstop = False
     try:
         with open(log_path, "wb") as log:
             t0 = time.monotonic()
@@ -163,8 +181,9 @@ def run_fitness(
         os.close(wfd)
         wfd = -1
         try:
-            proc.wait(timeout=limit_s + BACKSTOP_S)
-        except subprocess.TimeoutExpired:
+            _wait(proc, limit_s + BACKSTOP_S)
+        except subprocess.TimeoutExpired:  # the supervisor missed its own deadline: stuck or stopped
+            backstop = True
             child_pid, _ = _read_status_pipe(rfd)
             _stop_supervisor(proc, child_pid)
         wall_s = time.monotonic() - t0
@@ -193,20 +212,21 @@ def run_fitness(
             except OSError:
                 pass
         returncode = None
-        timed_out = wall_s >= limit_s
-        sup_rc = proc.returncode
-        extra_reason = f"supervisor exited with {sup_rc} without a report"
+        timed_out = backstop or wall_s >= limit_s
+        stopped = None if timed_out else f"the supervisor exited with {proc.returncode} without a report"
     else:
         returncode = report.get("returncode")
-        timed_out = bool(report.get("timed_out"))
-        extra_reason = None
-        if report.get("stop_signal"):
-            extra_reason = f"run stopped by {report['stop_signal']}"
+        timed_out = backstop or bool(report.get("timed_out"))
+        stopped = None
+        if report.get("stop_signal") and not timed_out:
+            stopped = f"stopped from outside: the supervisor got {report['stop_signal']}"
 
     text = read_log(log_path)
-    status, reason = classify(returncode, text, timed_out, limit_s=limit_s)
-    if extra_reason and status is not Status.OK and not timed_out:
-        reason = f"{reason}; {extra_reason}"
+    if stopped:
+        # Our own kill, not the run's fault and not an OOM: report it as such.
+        status, reason = Status.CRASH, stopped
+    else:
+        status, reason = classify(returncode, text, timed_out, limit_s=limit_s)
     summary = parse_summary(text)
     metrics = {k: v for k, v in summary.items() if math.isfinite(v)}
     val_bpb = summary.get("val_bpb") if status is Status.OK else None

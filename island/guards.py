@@ -70,7 +70,9 @@ def _compile_error(path: Path) -> str | None:
     try:
         compile(source, "train.py", "exec", dont_inherit=True)
     except SyntaxError as e:
-        text = (e.text or "").strip()
+        # Not e.text: for compiled bytes CPython fills it by reading "train.py" from the cwd.
+        lines = source.decode("utf-8", errors="replace").splitlines()
+        text = lines[e.lineno - 1].strip() if e.lineno and 0 < e.lineno <= len(lines) else ""
         where = f" (line {e.lineno})" if e.lineno else ""
         return f"train.py does not compile: {e.msg}{where}" + (f": {text}" if text else "")
     except ValueError as e:  # e.g. null bytes
@@ -91,6 +93,8 @@ def pre_run_check(workdir: str | os.PathLike, pinned_prepare_sha256: str) -> str
     """A reason to refuse running the candidate in ``workdir``, or None when it may run."""
     workdir = Path(workdir)
     train = workdir / TRAIN
+    if train.is_symlink():
+        return "train.py is a symbolic link"
     if not train.is_file():
         return "train.py is missing"
     problem = _prepare_problem(workdir, pinned_prepare_sha256)

@@ -2,7 +2,7 @@
 
     python -I -S island/supervise.py --deadline 330 [--pidfile F] [--status-fd N]
                                      [--parent-pid P] -- python train.py
-    python -m island.supervise ...   (same thing)
+    python -m island.supervise ...   (same thing; island.fitness uses BOOTSTRAP below)
 
 What it guarantees:
   * the command runs in a new session (own process group), stdin/stdout/stderr inherited;
@@ -21,9 +21,9 @@ Standard library only, no torch: it starts in a few milliseconds and then sleeps
 
 from __future__ import annotations
 
+import _signal as signal  # the C module: `signal` would import enum, ~4 ms of start-up
 import ctypes
 import os
-import signal
 import sys
 import time
 
@@ -34,6 +34,7 @@ EXIT_TIMEOUT = 124  # like timeout(1)
 EXIT_USAGE = 125
 EXIT_EXEC_FAILED = 127
 
+SIGNAL_NAMES = {signal.SIGTERM: "SIGTERM", signal.SIGINT: "SIGINT", signal.SIGHUP: "SIGHUP"}
 WATCHED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 # Signals a parent (Python, nohup, Ray) may have set to SIG_IGN; SIG_IGN survives exec, so the child
@@ -61,6 +62,32 @@ def _prctl(option: int, arg: int) -> None:
     if _libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({option}) failed: {os.strerror(err)}")
+
+
+def to_json(obj) -> str:
+    """JSON for dicts/lists of str, int, float, bool and None (the json module costs ~3 ms to import)."""
+    if obj is None:
+        return "null"
+    if obj is True or obj is False:
+        return "true" if obj else "false"
+    if isinstance(obj, (int, float)):
+        return repr(obj) if obj == obj and obj not in (float("inf"), float("-inf")) else "null"
+    if isinstance(obj, str):
+        out = []
+        for c in obj:
+            if c in '"\\':
+                out.append("\\" + c)
+            elif " " <= c < "\x7f":
+                out.append(c)
+            else:  # \uXXXX, as a surrogate pair beyond the BMP
+                units = c.encode("utf-16-be")
+                out.extend("\\u%02x%02x" % (units[i], units[i + 1]) for i in range(0, len(units), 2))
+        return '"' + "".join(out) + '"'
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{to_json(str(k))}: {to_json(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ", ".join(to_json(v) for v in obj) + "]"
+    return to_json(str(obj))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,8 +165,6 @@ class Supervisor:
     def _write_pidfile(self) -> None:
         if not self.pidfile:
             return
-        import json  # imported late: the child is already running
-
         own = proc_stat(self.pid)
         kid = proc_stat(self.child) if self.child else None
         info = {
@@ -159,7 +184,7 @@ class Supervisor:
         tmp = f"{self.pidfile}.{self.pid}.tmp"
         try:
             with open(tmp, "w") as f:
-                json.dump(info, f)
+                f.write(to_json(info))
             os.replace(tmp, self.pidfile)
         except OSError as e:
             sys.stderr.write(f"[supervise] could not write pidfile {self.pidfile} ({e})\n")
@@ -277,19 +302,17 @@ class Supervisor:
                 f"\n[supervise] deadline of {self.deadline_s:g} s reached, killed {killed} process(es)\n")
         elif stop_signal is not None:
             sys.stderr.write(
-                f"\n[supervise] got {signal.Signals(stop_signal).name}, killed {killed} process(es)\n")
+                f"\n[supervise] got {SIGNAL_NAMES[stop_signal]}, killed {killed} process(es)\n")
         elif killed:
             sys.stderr.write(f"\n[supervise] killed {killed} leftover process(es) after the command exited\n")
         if leftover:
             sys.stderr.write(f"\n[supervise] could not kill {leftover}\n")
         sys.stderr.flush()
 
-        import json
-
-        self._status("result " + json.dumps({
+        self._status("result " + to_json({
             "returncode": rc,
             "timed_out": timed_out,
-            "stop_signal": signal.Signals(stop_signal).name if stop_signal else None,
+            "stop_signal": SIGNAL_NAMES[stop_signal] if stop_signal else None,
             "child_wall_s": round(child_wall, 6),
             "killed": killed,
             "leftover": leftover,
@@ -333,5 +356,20 @@ def main(argv: list[str] | None = None) -> int:
     return Supervisor(cmd, deadline, pidfile, status_fd, parent).run()
 
 
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's tear-down (a few ms): nothing here needs finalising."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+# How run_fitness starts this file: the module is imported rather than run as a script, so its
+# bytecode is cached (-I ignores PYTHONDONTWRITEBYTECODE), and -S skips site-packages.
+BOOTSTRAP = "import sys; sys.path.append({dir!r}); import supervise; supervise.exit_now(supervise.main())"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -38,3 +38,29 @@ class Candidate:
 
 class NoCandidate(Exception):
     """The operator could not produce a candidate from these parents; the message says why."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One past experiment of the island, as an LLM operator shows it to the model."""
+
+    description: str
+    status: str                  # keep / discard / crash
+    outcome: str                 # ok / crash / timeout / oom / nan / rejected
+    val_bpb: float | None
+    delta: float | None          # val_bpb - parent's val_bpb
+    reason: str = ""             # why it failed, one line
+    log_tail: str = ""           # end of the fitness log, for failures
+
+
+@dataclass(frozen=True)
+class ProposalContext:
+    """What the engine knows when a proposal starts; offline operators ignore it."""
+
+    island: int
+    program: str = ""                        # the research brief (program.md)
+    history: tuple[Attempt, ...] = ()        # the island's recent experiments, oldest first
+    sigma: float = 0.0                       # noise floor of val_bpb
+    noise_k: float = 0.0                     # a keep needs a gain > noise_k * sigma
+    budget_s: float = 0.0
+    common_ancestor_source: str | None = None   # crossover: the parents' merge-base train.py

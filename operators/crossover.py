@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from operators.candidate import Candidate, NoCandidate, Parent
+from operators.candidate import Candidate, NoCandidate, Parent, ProposalContext
 from operators.constants import Constant, find_constants, format_value, rewrite_constants
 
 
@@ -27,7 +27,8 @@ class ConstantCrossover:
     def __repr__(self) -> str:
         return "ConstantCrossover()"
 
-    def propose(self, parents: list[Parent], rng: random.Random) -> Candidate:
+    def propose(self, parents: list[Parent], rng: random.Random,
+                context: ProposalContext | None = None) -> Candidate:
         if len(parents) != self.arity:
             raise ValueError(f"crossover takes exactly 2 parents, got {len(parents)}")
         base, donor = parents

@@ -26,7 +26,7 @@ import math
 import random
 from typing import Sequence
 
-from operators.candidate import Candidate, NoCandidate, Parent
+from operators.candidate import Candidate, NoCandidate, Parent, ProposalContext
 from operators.constants import Constant, find_constants, format_value, rewrite_constants
 
 # A seed change only samples noise, and a time budget or evaluation knob in train.py would let
@@ -79,7 +79,8 @@ class Perturb:
         return (f"Perturb(max_changes={self.max_changes}, scale={self.scale}, "
                 f"exclude={self.exclude}, include={self.include})")
 
-    def propose(self, parents: list[Parent], rng: random.Random) -> Candidate:
+    def propose(self, parents: list[Parent], rng: random.Random,
+                context: ProposalContext | None = None) -> Candidate:
         if len(parents) != self.arity:
             raise ValueError(f"perturb takes exactly 1 parent, got {len(parents)}")
         parent = parents[0]

@@ -5,8 +5,9 @@ import inspect
 import random
 from typing import Callable, Protocol
 
-from operators.candidate import Candidate, Parent
+from operators.candidate import Candidate, Parent, ProposalContext
 from operators.crossover import ConstantCrossover
+from operators.llm import LLMCrossover, LLMMutation  # cheap: litellm is imported on first use
 from operators.perturb import Perturb
 
 
@@ -17,12 +18,15 @@ class Operator(Protocol):
     name: str
     arity: int
 
-    def propose(self, parents: list[Parent], rng: random.Random) -> Candidate: ...
+    def propose(self, parents: list[Parent], rng: random.Random,
+                context: ProposalContext | None = None) -> Candidate: ...
 
 
 OPERATORS: dict[str, Callable[..., Operator]] = {
     Perturb.name: Perturb,
     ConstantCrossover.name: ConstantCrossover,
+    LLMMutation.name: LLMMutation,
+    LLMCrossover.name: LLMCrossover,
 }
 
 

@@ -28,7 +28,7 @@ def make_git_repo(tmp_path):
                 path.write_bytes(content)
             else:
                 path.write_text(content)
-        repo.index.add(list(files))
+        repo.git.add("--", *files)  # not repo.index.add: that one chdirs the whole process meanwhile
         repo.index.commit("initial", author=TEST_ACTOR, committer=TEST_ACTOR)
         repo.close()
         return root

@@ -217,3 +217,29 @@ def test_tiny_task_two_islands_real_training(tmp_path: Path, task_cache: Path):
     assert len(ok) >= 3, [(e.outcome, e.reason) for e in state.experiments]
     for exp in ok:
         assert 0.5 < exp.val_bpb < 20 and exp.metrics["num_steps"] > 0
+
+
+def test_ctrl_c_stops_gracefully_and_leaves_clean_worktrees(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "interrupted"
+    args = ("+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=3",
+            "run.max_experiments=20", f"run.dir={run_dir}", "run.live=false")
+    proc = subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    journal = run_dir / "journal.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.exists() and '"sigma"' in journal.read_text()):
+        time.sleep(0.1)
+    time.sleep(1.0)  # children of generation 1 are now training
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    assert "interrupted" in out and "champion" in out
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert len(state.experiments) < 20
+    for k in range(2):
+        status = subprocess.run(["git", "-C", str(run_dir / "worktrees" / f"island-{k}"), "status", "--porcelain",
+                                 "--ignored"], capture_output=True, text=True, check=True).stdout
+        assert status == ""
+    # no fitness process of this run survives the driver
+    time.sleep(1.0)
+    leftovers = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []

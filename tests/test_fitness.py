@@ -243,6 +243,27 @@ def test_killing_the_callers_process_kills_the_run(task, tmp_path):
             caller.wait()
 
 
+def test_a_supervisor_stopped_from_outside_is_reported_as_such(task, tmp_path):
+    """SIGTERM to the supervisor (e.g. an operator's kill): the tree goes, the result says why."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pids = tmp_path / "pids"
+    pidfile = tmp_path / "run.pid"
+    wd, log = task(f"""
+        with open({str(pids)!r}, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(1000)
+    """)
+    with ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(run_fitness, wd, budget_s=60, grace_s=0, log_path=log, pidfile=pidfile)
+        assert _wait_for(lambda: pids.exists() and pids.read_text() and pidfile.exists(), 10)
+        os.kill(json.loads(pidfile.read_text())["supervisor_pid"], signal.SIGTERM)
+        r = fut.result(timeout=10)
+    assert r.status is Status.CRASH and "SIGTERM" in r.reason and "outside" in r.reason
+    assert not is_alive(_read_pids(pids)[0])
+    assert not pidfile.exists()
+
+
 def test_kill_stale_stops_a_run_left_by_a_crashed_engine(make_git_repo, tmp_path):
     pids = tmp_path / "pids"
     pidfile = tmp_path / "stale.pid"
@@ -268,6 +289,23 @@ def test_kill_stale_stops_a_run_left_by_a_crashed_engine(make_git_repo, tmp_path
         if sup.poll() is None:
             sup.kill()
             sup.wait()
+
+
+def test_concurrent_runs_from_threads_do_not_interfere(make_git_repo, tmp_path):
+    """Islands may share a process (threads): each run gets its own supervisor, log and result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dirs = [make_git_repo({"train.py": _src(f"time.sleep(0.3)\nprint('---'); print('val_bpb: {k}.5')\n"),
+                           "prepare.py": PREPARE}, name=f"repo{k}") for k in range(3)]
+
+    def one(k: int) -> FitnessResult:
+        return run_fitness(dirs[k], budget_s=5, grace_s=5, log_path=tmp_path / f"{k}.log", seed=k)
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(one, range(3)))
+    assert [r.val_bpb for r in results] == [0.5, 1.5, 2.5]
+    assert time.monotonic() - t0 < 3
 
 
 # --- the environment ---------------------------------------------------------------------------

@@ -32,11 +32,12 @@ DEPTH = 4  # transformer blocks
 MODEL_DIM = 128  # residual width
 HEAD_DIM = 32  # attention head size (n_head = MODEL_DIM // HEAD_DIM)
 MLP_RATIO = 4  # MLP hidden = MLP_RATIO * MODEL_DIM
+VALUE_EMBEDS = True  # value embeddings (a second token embedding added to v) on alternating layers
 BATCH_SIZE = 16  # rows of MAX_SEQ_LEN tokens per micro-batch
 GRAD_ACCUM_STEPS = 1  # micro-batches per optimizer step
 EVAL_BATCH_SIZE = 32  # rows per forward pass in the final evaluation
 MATRIX_LR = 0.04  # Muon, hidden 2D matrices
-EMBED_LR = 0.6  # AdamW, token embedding (scaled by (MODEL_DIM/768)^-0.5 like the anchor)
+EMBED_LR = 0.6  # AdamW, token and value embeddings (scaled by (MODEL_DIM/768)^-0.5 like the anchor)
 UNEMBED_LR = 0.004  # AdamW, lm_head (same scaling)
 SCALAR_LR = 0.5  # AdamW, per-layer residual scalars
 ADAM_BETA1 = 0.8
@@ -79,11 +80,14 @@ class Attention(nn.Module):
         self.c_v = nn.Linear(dim, dim, bias=False)
         self.c_proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, ve=None):
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.n_head, self.head_dim)
         k = self.c_k(x).view(B, T, self.n_head, self.head_dim)
-        v = self.c_v(x).view(B, T, self.n_head, self.head_dim)
+        v = self.c_v(x)
+        if ve is not None:  # value embedding of the input tokens
+            v = v + ve
+        v = v.view(B, T, self.n_head, self.head_dim)
         q, k = apply_rotary(norm(q), cos, sin), apply_rotary(norm(k), cos, sin)  # QK-norm, RoPE
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
@@ -105,8 +109,8 @@ class Block(nn.Module):
         self.attn = Attention(dim, head_dim)
         self.mlp = MLP(dim, hidden)
 
-    def forward(self, x, cos, sin):
-        x = x + self.attn(norm(x), cos, sin)
+    def forward(self, x, cos, sin, ve=None):
+        x = x + self.attn(norm(x), cos, sin, ve)
         return x + self.mlp(norm(x))
 
 
@@ -118,6 +122,10 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(MODEL_DIM, VOCAB_SIZE, bias=False)  # untied
         self.resid_lambdas = nn.Parameter(torch.ones(DEPTH))  # x = r_i * x + s_i * x0 before block i
         self.x0_lambdas = nn.Parameter(torch.zeros(DEPTH))
+        # value embeddings on every other layer, the last one included
+        self.ve_layers = [i for i in range(DEPTH) if VALUE_EMBEDS and i % 2 == (DEPTH - 1) % 2]
+        self.value_embeds = nn.ModuleList([nn.Embedding(VOCAB_SIZE, MODEL_DIM) for _ in self.ve_layers])
+        self.ve_lambdas = nn.Parameter(torch.ones(len(self.ve_layers)))
         inv_freq = 1.0 / (ROPE_BASE ** (torch.arange(0, HEAD_DIM, 2).float() / HEAD_DIM))
         freqs = torch.outer(torch.arange(MAX_SEQ_LEN).float(), inv_freq)  # (T, HEAD_DIM/2)
         self.register_buffer("cos", freqs.cos()[None, :, None, :], persistent=False)
@@ -127,6 +135,8 @@ class GPT(nn.Module):
     def init_weights(self):
         nn.init.normal_(self.wte.weight, std=1.0)
         nn.init.normal_(self.lm_head.weight, std=0.001)
+        for emb in self.value_embeds:
+            nn.init.uniform_(emb.weight, -math.sqrt(3.0 / MODEL_DIM), math.sqrt(3.0 / MODEL_DIM))
         bound = math.sqrt(3.0 / MODEL_DIM)
         for block in self.blocks:
             for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.c_fc):
@@ -140,7 +150,11 @@ class GPT(nn.Module):
         x = x0 = norm(self.wte(idx))
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
-            x = block(x, cos, sin)
+            ve = None
+            if i in self.ve_layers:
+                j = self.ve_layers.index(i)
+                ve = self.ve_lambdas[j] * self.value_embeds[j](idx)
+            x = block(x, cos, sin, ve)
         logits = self.lm_head(norm(x)).float()
         return SOFTCAP * torch.tanh(logits / SOFTCAP)  # (B, T, VOCAB_SIZE)
 
@@ -185,10 +199,11 @@ class Muon(torch.optim.Optimizer):
 
 def make_optimizers(model):
     matrices = [p for n, p in model.blocks.named_parameters() if p.ndim == 2]
-    scalars = [model.resid_lambdas, model.x0_lambdas]
+    scalars = [model.resid_lambdas, model.x0_lambdas, model.ve_lambdas]
     dim_scale = (MODEL_DIM / 768) ** -0.5
+    embeds = [model.wte.weight] + [e.weight for e in model.value_embeds]
     adam = torch.optim.AdamW([
-        dict(params=[model.wte.weight], lr=EMBED_LR * dim_scale),
+        dict(params=embeds, lr=EMBED_LR * dim_scale),
         dict(params=[model.lm_head.weight], lr=UNEMBED_LR * dim_scale),
         dict(params=scalars, lr=SCALAR_LR),
     ], betas=(ADAM_BETA1, ADAM_BETA2), eps=1e-10, weight_decay=0.0)
@@ -230,7 +245,8 @@ fwd = torch.compile(model, dynamic=False) if COMPILE else model
 loader = make_dataloader("train", BATCH_SIZE, MAX_SEQ_LEN, device=device, seed=seed)
 
 # FLOPs per token (forward + backward) for MFU: 6 per matmul weight, plus attention scores
-flops_per_token = 6 * (num_params - model.wte.weight.numel()) + 12 * DEPTH * MODEL_DIM * MAX_SEQ_LEN
+num_embed_params = sum(p.numel() for p in [model.wte.weight] + [e.weight for e in model.value_embeds])
+flops_per_token = 6 * (num_params - num_embed_params) + 12 * DEPTH * MODEL_DIM * MAX_SEQ_LEN
 PEAK_BF16_FLOPS = {"H100": 989.5e12, "H200": 989.5e12, "B200": 2250e12, "A100": 312e12, "L40S": 362e12,
                    "A10": 125e12, "L4": 121e12, "4090": 165.2e12}  # dense bf16, by device name
 peak_flops = 0.0
@@ -246,6 +262,7 @@ print(f"device: {device} | params: {num_params / 1e6:.2f}M | depth {DEPTH} dim {
 # compilation) are not counted: 2 on CPU, 10 on GPU.
 
 uncounted_steps = 10 if device.type == "cuda" else 2
+t_loop = time.time()
 training_time = 0.0  # counted seconds
 counted_tokens = 0
 step = 0
@@ -297,8 +314,10 @@ print()
 # ---------------------------------------------------------------------------------------------
 # Evaluation and summary
 
+t_eval = time.time()
 with autocast:
     val_bpb = evaluate_bpb(fwd, EVAL_BATCH_SIZE, split="val", device=device)
+print(f"startup {t_loop - T_START:.1f}s | eval {time.time() - t_eval:.1f}s")
 if device.type == "cuda":
     peak_mb = torch.cuda.max_memory_allocated() / 1024**2
 else:

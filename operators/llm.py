@@ -1,0 +1,361 @@
+"""LLM operators: mutation (one parent) and crossover (two parents) through litellm.
+
+    op = LLMMutation(model="anthropic/claude-sonnet-4-5")            # key from ANTHROPIC_API_KEY
+    op = LLMMutation(model="openai/qwen", api_base="http://127.0.0.1:8000/v1")   # vLLM, llama.cpp, ollama
+    candidate = op.propose([parent], rng, context=ProposalContext(island=0, program=..., ...))
+
+One proposal is a short conversation (operators/prompts.py says what is asked, operators/edits.py
+reads the reply):
+
+1. The model gets the brief, the budget, the noise floor, the island's recent experiments and the
+   parent's train.py (crossover: both lineages' diffs and the first parent's file), and answers
+   with `DESCRIPTION: ...` and SEARCH/REPLACE blocks (or a whole file in one ```python block).
+2. Blocks whose SEARCH part matches nowhere (exactly, then ignoring trailing whitespace, then with a
+   uniform indentation shift) are sent back with the nearest lines of the file, up to
+   `max_fix_rounds` times; the blocks that matched stay applied.
+3. A result that does not compile gets one round with the SyntaxError and the lines around it.
+4. The result must differ from the parent as a program (not only in comments or formatting).
+
+Refusals (NoCandidate, the message starting with the operator's name): a reply that edits any
+file other than train.py is refused as a whole ("edit to prepare.py refused"): its other blocks
+may depend on the refused one, and silently dropping part of an idea would measure something the
+model did not propose. Likewise an empty reply, a reply without any edit, blocks that still miss
+after the fix rounds, a result that still does not compile, "no change", and every remote-side
+failure ("llm error: <Type>: <message>", keys redacted). Nothing else is raised for remote-side
+problems; a wrong number of parents is a programming error (ValueError), as for the offline
+operators.
+
+Retries and time: `timeout_s` bounds each HTTP request; `num_retries` goes to
+litellm.completion(num_retries=...). For OpenAI-compatible endpoints ("openai/...", vLLM, ollama,
+llama.cpp) litellm hands it to the OpenAI SDK, which retries 408/409/429/5xx, timeouts and dropped
+connections with exponential backoff (0.5 s doubling, at most 8 s, honouring Retry-After); when
+those run out and the `tenacity` package is installed, litellm's wrapper retries up to
+`num_retries` more times without waiting (this is the only retry for providers litellm calls
+through its own HTTP client, such as anthropic/...). At most 2 * num_retries + 1 requests per
+model call, each bounded by timeout_s.
+
+Cost: Candidate.cost sums the usage tokens of every round, the dollars litellm.completion_cost
+prices them at (0.0 for models it does not know, e.g. a local server) and the proposal's wall
+time. A NoCandidate raised after the model was called carries the same in its `cost` attribute,
+so failed proposals can be accounted for too.
+
+Keys are never passed in, stored or logged: litellm reads them from the environment
+(ANTHROPIC_API_KEY, OPENAI_API_KEY, ...); `api_key_env` names another variable to read one from,
+at call time. litellm is imported on first use (it takes seconds), with
+LITELLM_LOCAL_MODEL_COST_MAP=True unless set otherwise, so nothing is fetched at import.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import threading
+import time
+from typing import Any
+
+from operators import prompts
+from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
+from operators.edits import (apply_edits, edits_to_other_files, is_target, nearest_lines, parse_reply,
+                             same_program, syntax_error)
+
+DEFAULT_MODEL = "anthropic/claude-sonnet-4-5"
+SYNTAX_FIX_ROUNDS = 1
+MAX_REASON_CHARS = 300
+
+_litellm = None
+_litellm_lock = threading.Lock()
+
+
+def load_litellm():
+    """Import litellm once (a few seconds), offline-safe and quiet."""
+    global _litellm
+    with _litellm_lock:
+        if _litellm is None:
+            os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            import litellm
+
+            litellm.suppress_debug_info = True
+            _litellm = litellm
+    return _litellm
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets never leave in a message
+
+_SECRET_PATTERNS = [
+    re.compile(r"sk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{6,}"),
+    re.compile(r"(?i)((?:api[_-]?key|x-api-key|authorization|access[_-]?token|secret)['\"]?\s*[:=]\s*['\"]?)"
+               r"[^\s'\",;}]{6,}"),
+    re.compile(r"AIza[0-9A-Za-z_\-]{20,}"),
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
+    re.compile(r"\bhf_[A-Za-z0-9]{20,}"),
+]
+_SECRET_ENV_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like a key, and the value of any *KEY*/*TOKEN*/*SECRET*
+    environment variable, replaced by [redacted]."""
+    for name, value in os.environ.items():
+        if len(value) >= 6 and any(word in name.upper() for word in _SECRET_ENV_WORDS) and value in text:
+            text = text.replace(value, "[redacted]")
+    for pattern in _SECRET_PATTERNS:
+        if pattern.groups:
+            text = pattern.sub(lambda m: m.group(1) + "[redacted]", text)
+        else:
+            text = pattern.sub("[redacted]", text)
+    return text
+
+
+def describe_error(error: BaseException) -> str:
+    """`<Type>: <first line of the message>`, redacted and short. litellm turns a failure into
+    "tenacity import failed" when its retry helper is missing: the real error is its context."""
+    seen: set[int] = set()
+    while "tenacity" in str(error) and error.__context__ is not None and id(error) not in seen:
+        seen.add(id(error))
+        error = error.__context__
+    message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    message = re.sub(r"^litellm\.\w+:\s*", "", message)
+    message = redact(message)
+    if len(message) > MAX_REASON_CHARS:
+        message = message[:MAX_REASON_CHARS - 3] + "..."
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# One proposal's conversation
+
+class _Conversation:
+    """The messages of one proposal, and what its model calls cost so far."""
+
+    def __init__(self, operator: "_LLMOperator", messages: list[dict]):
+        self.operator = operator
+        self.messages = list(messages)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.usd = 0.0
+        self.calls = 0
+        self.started = time.monotonic()
+
+    def cost(self) -> Cost:
+        return Cost(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                    usd=self.usd, seconds=time.monotonic() - self.started)
+
+    def fail(self, reason: str) -> NoCandidate:
+        error = NoCandidate(f"{self.operator.name}: {reason}")
+        error.cost = self.cost()
+        return error
+
+    def ask(self, follow_up: str | None = None) -> tuple[str, str]:
+        """Send the conversation (plus `follow_up` as a user message); returns (reply text,
+        finish reason) and keeps the reply in the conversation."""
+        if follow_up is not None:
+            self.messages.append({"role": "user", "content": follow_up})
+        op = self.operator
+        try:
+            litellm = load_litellm()
+        except Exception as error:  # litellm missing or broken: not a remote problem, but no candidate
+            raise self.fail(f"llm error: cannot import litellm: {describe_error(error)}") from None
+        self.calls += 1
+        try:
+            response = litellm.completion(**op.completion_kwargs(self.messages))
+        except Exception as error:  # every litellm / provider / transport error
+            raise self.fail(f"llm error: {describe_error(error)}") from None
+        self._account(litellm, response)
+        try:
+            choice = response.choices[0]
+            text = choice.message.content or ""
+            finish = str(getattr(choice, "finish_reason", "") or "")
+        except (AttributeError, IndexError, TypeError):
+            raise self.fail("llm error: reply has no message") from None
+        if not isinstance(text, str):  # some providers return content parts
+            text = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in text)
+        self.messages.append({"role": "assistant", "content": text})
+        return text, finish
+
+    def _account(self, litellm, response: Any) -> None:
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        try:
+            usd = float(litellm.completion_cost(completion_response=response) or 0.0)
+        except Exception:  # unknown model (a local server): no price
+            usd = 0.0
+        self.usd += usd if usd == usd and usd >= 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The operators
+
+class _LLMOperator:
+    """Shared knobs and the edit loop; subclasses build the first prompt."""
+
+    name = "llm"
+    arity = 1
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        api_base: str | None = None,
+        temperature: float = 0.7,
+        max_tokens: int = 8192,
+        timeout_s: float = 120.0,
+        num_retries: int = 2,
+        max_fix_rounds: int = 2,
+        api_key_env: str | None = None,
+        max_history: int = prompts.MAX_HISTORY,
+        log_tail_lines: int = prompts.LOG_TAIL_LINES,
+    ):
+        if not model or not isinstance(model, str):
+            raise ValueError(f"{self.name}: model must be a litellm model string, got {model!r}")
+        if float(timeout_s) <= 0:
+            raise ValueError(f"{self.name}: timeout_s must be positive, got {timeout_s!r}")
+        if int(max_tokens) < 1:
+            raise ValueError(f"{self.name}: max_tokens must be at least 1, got {max_tokens!r}")
+        self.model = model
+        self.api_base = api_base or None
+        self.temperature = float(temperature)
+        self.max_tokens = int(max_tokens)
+        self.timeout_s = float(timeout_s)
+        self.num_retries = max(0, int(num_retries))
+        self.max_fix_rounds = max(0, int(max_fix_rounds))
+        self.api_key_env = api_key_env or None
+        self.max_history = max(0, int(max_history))
+        self.log_tail_lines = max(0, int(log_tail_lines))
+
+    def __repr__(self) -> str:
+        base = f", api_base={self.api_base!r}" if self.api_base else ""
+        return (f"{type(self).__name__}(model={self.model!r}{base}, temperature={self.temperature}, "
+                f"max_tokens={self.max_tokens}, timeout_s={self.timeout_s}, num_retries={self.num_retries}, "
+                f"max_fix_rounds={self.max_fix_rounds})")
+
+    def completion_kwargs(self, messages: list[dict]) -> dict:
+        """The arguments of litellm.completion for these messages (no key unless api_key_env)."""
+        kwargs = dict(model=self.model, messages=messages, temperature=self.temperature,
+                      max_tokens=self.max_tokens, timeout=self.timeout_s, num_retries=self.num_retries,
+                      drop_params=True)
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if key:
+                kwargs["api_key"] = key
+        elif self.api_base and self.model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+            kwargs["api_key"] = "no-key"  # local OpenAI-compatible servers accept any; the SDK needs one
+        return kwargs
+
+    def _check(self, parents: list[Parent]) -> None:
+        if len(parents) != self.arity:
+            raise ValueError(f"{self.name} takes exactly {self.arity} parent(s), got {len(parents)}")
+
+    def _edit(self, conversation: _Conversation, base: str) -> tuple[str, str]:
+        """Run the conversation until its edits apply and compile: (new source, description)."""
+        reply, finish = conversation.ask()
+        source = base
+        description = ""
+        match_rounds = syntax_rounds = 0
+        first = True
+        while True:
+            cut = " (the reply was cut off at max_tokens)" if finish == "length" else ""
+            if not reply.strip():
+                raise conversation.fail(f"empty reply{' to a fix request' if not first else ''}{cut}")
+            parsed = parse_reply(reply, source)
+            description = description or parsed.description
+            others = edits_to_other_files(parsed.edits)
+            if parsed.whole_file is not None and parsed.whole_file_name and not is_target(parsed.whole_file_name):
+                others.append(parsed.whole_file_name)
+            if others:
+                raise conversation.fail(f"edit to {', '.join(others)} refused (only train.py may change)")
+            if parsed.edits:
+                result = apply_edits(source, parsed.edits)
+                source = result.source
+                if result.failed:
+                    if match_rounds >= self.max_fix_rounds:
+                        first_line = next((line.strip() for line in result.failed[0].search.splitlines()
+                                           if line.strip()), "")
+                        raise conversation.fail(
+                            f"{len(result.failed)} SEARCH block(s) did not match train.py after "
+                            f"{match_rounds} fix round(s) (first: {first_line[:80]!r})")
+                    match_rounds += 1
+                    failures = [(edit, nearest_lines(source, edit.search)) for edit in result.failed]
+                    reply, finish = conversation.ask(prompts.mismatch_feedback(failures, result.applied))
+                    first = False
+                    continue
+            elif parsed.whole_file is not None:
+                source = parsed.whole_file
+            else:
+                why = "; ".join(parsed.problems) or "no SEARCH/REPLACE block and no whole-file code block"
+                raise conversation.fail(f"no edit in {'reply' if first else 'fix reply'}: {why}{cut}")
+            error = syntax_error(source)
+            if error is not None:
+                if syntax_rounds >= SYNTAX_FIX_ROUNDS:
+                    raise conversation.fail(f"result does not compile: SyntaxError: {error.msg} (line {error.lineno})")
+                syntax_rounds += 1
+                reply, finish = conversation.ask(prompts.syntax_feedback(error, source))
+                first = False
+                continue
+            break
+        if same_program(source, base):
+            raise conversation.fail("no change" + ("" if source == base else " (only comments or formatting differ)"))
+        return source, description
+
+
+class LLMMutation(_LLMOperator):
+    """Ask a model for one focused change to one parent's train.py.
+
+    model: any litellm model string ("anthropic/claude-sonnet-4-5", "gpt-4o", "openai/<name>"
+        with api_base for an OpenAI-compatible server, "ollama_chat/<name>", ...).
+    api_base: endpoint of a self-hosted server (vLLM, llama.cpp, ollama), None for the provider's.
+    temperature, max_tokens: sampling settings per call (max_tokens bounds each reply).
+    timeout_s: limit of each HTTP request; num_retries: litellm's retries (see the module doc).
+    max_fix_rounds: how often unmatched SEARCH blocks go back to the model with the nearest lines.
+    api_key_env: name of an environment variable holding the key, when not the provider's usual one.
+    max_history, log_tail_lines: how many recent experiments, and log lines of each failure, to show.
+    """
+
+    name = "llm_mutation"
+    arity = 1
+
+    def propose(self, parents: list[Parent], rng: random.Random,
+                context: ProposalContext | None = None) -> Candidate:
+        self._check(parents)
+        parent = parents[0]
+        conversation = _Conversation(self, prompts.mutation_messages(
+            parent, context, max_history=self.max_history, log_lines=self.log_tail_lines))
+        source, description = self._edit(conversation, parent.source)
+        return Candidate(source=source, description=description or "llm edit (no description given)",
+                         parents=(parent.commit,), operator=self.name, cost=conversation.cost())
+
+
+class LLMCrossover(_LLMOperator):
+    """Ask a model to combine two parents (from different islands) into one train.py, editing the
+    first parent's file. Shown: each parent's changes since their common ancestor
+    (context.common_ancestor_source) as unified diffs, or, without an ancestor, the diff between
+    the two parents. Parents with the same train.py, or an ancestor equal to either parent (one
+    side brings nothing), give NoCandidate without calling the model. Knobs as LLMMutation's.
+    """
+
+    name = "llm_crossover"
+    arity = 2
+
+    def propose(self, parents: list[Parent], rng: random.Random,
+                context: ProposalContext | None = None) -> Candidate:
+        self._check(parents)
+        first, second = parents
+        conversation = _Conversation(self, prompts.crossover_messages(first, second, context))
+        if same_program(first.source, second.source):
+            raise conversation.fail(f"parents {first.commit[:7]} and {second.commit[:7]} have the same train.py")
+        ancestor = context.common_ancestor_source if context is not None else None
+        if ancestor is not None:
+            for parent in (first, second):
+                if same_program(parent.source, ancestor):
+                    raise conversation.fail(
+                        f"parent {parent.commit[:7]} has no change since the common ancestor: nothing to combine")
+        source, description = self._edit(conversation, first.source)
+        description = f"cross {first.commit[:7]} x {second.commit[:7]}: {description or 'llm merge'}"
+        return Candidate(source=source, description=description, parents=(first.commit, second.commit),
+                         operator=self.name, cost=conversation.cost())

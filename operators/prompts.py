@@ -1,0 +1,283 @@
+"""What the LLM operators say to the model: readable templates filled by pure functions.
+
+Every builder returns plain strings (or chat messages as {"role", "content"} dicts) and has no
+side effects, so prompts can be printed, measured and tested without a model:
+
+    python -c "from operators.prompts import *; ..."   (see docs/llm.md for the measurement)
+
+The model is asked for one `DESCRIPTION:` line and SEARCH/REPLACE blocks against train.py
+(operators/edits.py parses them); a whole file in one ```python block is accepted too.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from operators.candidate import Attempt, Parent, ProposalContext
+from operators.edits import Edit, Nearest, lines_around, unified_diff
+
+TARGET = "train.py"
+MAX_HISTORY = 20           # most recent experiments shown
+LOG_TAIL_LINES = 25        # lines of a failed run's log shown
+LOG_TAIL_CHARS = 3000
+
+DEFAULT_BRIEF = """\
+Lower val_bpb (validation bits per byte) of the model trained by train.py within the fixed time
+budget. Anything in train.py may change: architecture, optimizer, hyperparameters, schedule,
+batch size, model size. Simpler code is better at equal val_bpb. Stay within memory."""
+
+SYSTEM_PROMPT = """\
+You are an ML research engineer running experiments on a training script. Each experiment is
+one focused change to train.py, which is then trained for a fixed time budget and scored by
+val_bpb on held-out text (lower is better). You propose the next experiment as precise edits.
+Be concrete, keep the code correct and runnable, and avoid repeating experiments that already
+failed."""
+
+EDIT_FORMAT = """\
+Answer in this format:
+
+DESCRIPTION: <one line, under 100 characters, saying what changed, e.g. "MATRIX_LR 0.04 -> 0.06">
+
+then one or more SEARCH/REPLACE blocks that edit train.py:
+
+train.py
+<<<<<<< SEARCH
+<lines copied exactly from the current train.py, indentation and comments included>
+=======
+<the lines that replace them>
+>>>>>>> REPLACE
+
+Rules:
+- The SEARCH part must match the file exactly, character for character; include just enough
+  lines to be unique (usually 1-10). Use one block per place that changes; blocks apply in order.
+- To delete lines leave the REPLACE part empty; to add lines, SEARCH for the line(s) next to
+  them and repeat those lines in REPLACE with the new ones.
+- Edit train.py only. prepare.py (data, tokenizer, evaluator, time budget) is fixed: a reply
+  that edits any other file is refused as a whole.
+- For a large rewrite you may instead send the complete new train.py in a single ```python
+  block (no placeholders such as "# ... rest unchanged").
+- Keep any explanation to a few sentences before the DESCRIPTION line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces
+
+def short(commit: str) -> str:
+    return (commit or "")[:7] or "?"
+
+
+def format_bpb(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.6f}"
+
+
+def format_delta(delta: float | None) -> str:
+    return "" if delta is None or not math.isfinite(delta) else f"{delta:+.6f}"
+
+
+def noise_text(context: ProposalContext | None) -> str:
+    """The noise floor in words: how much a change must gain to count."""
+    if context is None or not context.sigma or context.sigma <= 0:
+        return ("Noise floor: not measured yet. Identical code scores slightly differently from run "
+                "to run, so prefer changes that should matter clearly over tiny tweaks.")
+    k = context.noise_k if context.noise_k and context.noise_k > 0 else 1.0
+    threshold = k * context.sigma
+    return (f"Noise floor: identical code varies by sigma = {context.sigma:.6f} val_bpb from run to run. "
+            f"A change must improve val_bpb by more than {threshold:.6f} ({k:g} sigma) to count; "
+            f"smaller differences are noise. Seed changes only sample this noise: do not propose them.")
+
+
+def budget_text(context: ProposalContext | None) -> str:
+    budget = f"{context.budget_s:g} seconds" if context is not None and context.budget_s > 0 else "a fixed time"
+    return (f"train.py trains for {budget} of counted training time (prepare.TIME_BUDGET; start-up, "
+            f"compilation and the final evaluation are not counted), then prints `---` and summary lines "
+            f"(`val_bpb: ...`, `peak_vram_mb: ...`, ...), which must stay. val_bpb is measured by "
+            f"prepare.evaluate_bpb and is independent of the vocabulary size. A faster step means more "
+            f"steps within the budget.")
+
+
+def log_tail(text: str, lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHARS) -> str:
+    """The end of a fitness log: last `lines` lines (a carriage-return step log counts as its
+    last state), at most `chars` characters."""
+    cleaned = [line.rsplit("\r", 1)[-1].rstrip() for line in (text or "").replace("\r\n", "\n").split("\n")]
+    while cleaned and not cleaned[-1]:
+        cleaned.pop()
+    tail = "\n".join(cleaned[-lines:])
+    return tail[-chars:]
+
+
+def format_attempt(index: int, attempt: Attempt, log_lines: int = LOG_TAIL_LINES) -> str:
+    """One experiment of the island, one line (plus the log tail of a failure)."""
+    failed = attempt.status == "crash" or attempt.outcome not in ("ok", "")
+    label = attempt.status if attempt.outcome in ("ok", "", attempt.status) else f"{attempt.status}: {attempt.outcome}"
+    parts = [f"{index}. [{label}]"]
+    if attempt.val_bpb is not None and not failed:
+        parts.append(f"val_bpb {format_bpb(attempt.val_bpb)}")
+        if attempt.delta is not None:
+            parts.append(f"({format_delta(attempt.delta)} vs parent)")
+    parts.append(attempt.description.strip() or "(no description)")
+    line = " ".join(parts)
+    if attempt.reason:
+        line += f" -- {attempt.reason.strip().splitlines()[0]}"
+    if failed and attempt.log_tail.strip():
+        tail = log_tail(attempt.log_tail, lines=log_lines)
+        line += "\n   log tail:\n" + "\n".join(f"   | {row}" for row in tail.split("\n"))
+    return line
+
+
+def history_text(history: Sequence[Attempt], max_items: int = MAX_HISTORY, log_lines: int = LOG_TAIL_LINES) -> str:
+    if not history:
+        return "(none yet: this is the island's first experiment)"
+    shown = list(history)[-max_items:]
+    skipped = len(history) - len(shown)
+    lines = [f"({skipped} older experiments not shown)"] if skipped else []
+    lines += [format_attempt(i, attempt, log_lines) for i, attempt in enumerate(shown, 1)]
+    kept = sum(a.status == "keep" for a in history)
+    crashed = sum(a.status == "crash" for a in history)
+    lines.append(f"({kept} kept, {len(history) - kept - crashed} discarded, {crashed} crashed in all)")
+    return "\n".join(lines)
+
+
+def fenced(text: str, lang: str = "python") -> str:
+    fence = "```"
+    while fence in text:
+        fence += "`"
+    return f"{fence}{lang}\n{text.rstrip()}\n{fence}"
+
+
+def parent_header(label: str, parent: Parent) -> str:
+    head = f"{label}: commit {short(parent.commit)}, island {parent.island}, val_bpb {format_bpb(parent.val_bpb)}"
+    if parent.description:
+        head += f", last change: {parent.description.strip()}"
+    return head
+
+
+def brief(context: ProposalContext | None) -> str:
+    return (context.program.strip() if context is not None and context.program.strip() else DEFAULT_BRIEF)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+
+def mutation_prompt(parent: Parent, context: ProposalContext | None = None, max_history: int = MAX_HISTORY,
+                    log_lines: int = LOG_TAIL_LINES) -> str:
+    history = context.history if context is not None else ()
+    return f"""\
+# Research brief (program.md)
+
+{brief(context)}
+
+# The experiment
+
+{budget_text(context)}
+
+{noise_text(context)}
+
+# Recent experiments on this island (oldest first)
+
+{history_text(history, max_history, log_lines)}
+
+# The current train.py
+
+{parent_header("Parent", parent)}
+
+{fenced(parent.source)}
+
+# Your task
+
+Propose the next experiment: one idea, likely to lower val_bpb by more than the noise floor,
+that is not a repeat of the experiments above. Then write it as edits to the train.py above.
+
+{EDIT_FORMAT}"""
+
+
+def crossover_prompt(first: Parent, second: Parent, context: ProposalContext | None = None) -> str:
+    ancestor = context.common_ancestor_source if context is not None else None
+    if ancestor is not None:
+        changes = f"""\
+Both descend from a common ancestor train.py. What each lineage changed since then:
+
+## Changes in lineage A (since the common ancestor)
+
+{fenced(unified_diff(ancestor, first.source, "ancestor/train.py", "A/train.py") or "(no change)", "diff")}
+
+## Changes in lineage B (since the common ancestor)
+
+{fenced(unified_diff(ancestor, second.source, "ancestor/train.py", "B/train.py") or "(no change)", "diff")}"""
+    else:
+        changes = f"""\
+Their common ancestor is not known. This diff turns A's train.py into B's:
+
+{fenced(unified_diff(first.source, second.source, "A/train.py", "B/train.py"), "diff")}"""
+    return f"""\
+# Research brief (program.md)
+
+{brief(context)}
+
+# The experiment
+
+{budget_text(context)}
+
+{noise_text(context)}
+
+# Two lineages to combine
+
+{parent_header("A", first)}
+{parent_header("B", second)}
+
+{changes}
+
+# A's train.py (your edits apply to this file)
+
+{fenced(first.source)}
+
+# Your task
+
+Combine what each lineage gained into one train.py: start from A's file above and bring in B's
+changes that A lacks. Where the two changed the same thing differently, keep the choice more
+likely to lower val_bpb, or merge them sensibly. Leave out changes that look like noise or that
+clearly conflict. The SEARCH parts must match A's file.
+
+{EDIT_FORMAT}"""
+
+
+def mutation_messages(parent: Parent, context: ProposalContext | None = None, max_history: int = MAX_HISTORY,
+                      log_lines: int = LOG_TAIL_LINES) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": mutation_prompt(parent, context, max_history, log_lines)}]
+
+
+def crossover_messages(first: Parent, second: Parent, context: ProposalContext | None = None) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": crossover_prompt(first, second, context)}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Follow-ups within one proposal
+
+def mismatch_feedback(failures: Sequence[tuple[Edit, Nearest | None]], applied: int) -> str:
+    """Tell the model which SEARCH parts matched nowhere, with the file's nearest lines."""
+    count = len(failures)
+    parts = [f"{count} of your SEARCH/REPLACE blocks did not match train.py exactly, so "
+             f"{'it was' if count == 1 else 'they were'} not applied."
+             + (f" The other {applied} block{'s were' if applied != 1 else ' was'} applied and "
+                f"{'are' if applied != 1 else 'is'} now part of the file." if applied else "")]
+    for number, (edit, nearest) in enumerate(failures, 1):
+        parts.append(f"## Failed block {number}\n\n{edit.render()}")
+        if nearest is None:
+            parts.append("Its SEARCH part is empty: quote the lines to replace.")
+        else:
+            parts.append(f"The closest lines in the current train.py (lines {nearest.first_line}-"
+                         f"{nearest.last_line}, {100 * nearest.similarity:.0f}% similar):\n\n{fenced(nearest.text)}")
+    parts.append("Reply with corrected SEARCH/REPLACE blocks for the failed blocks only, copying the "
+                 "SEARCH lines exactly from the file as it is now. No DESCRIPTION line is needed.")
+    return "\n\n".join(parts)
+
+
+def syntax_feedback(error: SyntaxError, source: str) -> str:
+    """Tell the model that the edited file does not compile, with the lines around the error."""
+    first, text = lines_around(source, error.lineno)
+    return (f"After applying your edits, train.py does not compile:\n\n"
+            f"SyntaxError: {error.msg} (line {error.lineno})\n\n"
+            f"Lines {first}-{first + len(text.splitlines()) - 1} of the edited train.py:\n\n{fenced(text)}\n\n"
+            f"Reply with SEARCH/REPLACE blocks against the edited file that fix it (your earlier "
+            f"blocks are already applied). No DESCRIPTION line is needed.")

@@ -1,0 +1,91 @@
+"""The selection policy and run state, replayed from records exactly as the engine does."""
+from __future__ import annotations
+
+import random
+
+from evolve.config import Topology
+from evolve.population import Member, Population
+from evolve.records import Experiment, Migration, NoiseFloor, Reset, from_json, to_json
+from evolve.selection import baseline_plan, decide, migration_targets, noise_floor, plan_migration, plan_reset
+from evolve.state import RunState
+
+
+def exp(seq, island, commit, val, status="keep", operator="perturb", parents=("p",)):
+    return Experiment(seq=seq, island=island, island_seq=0, commit=commit, parents=parents, operator=operator,
+                      description=f"change {seq}", outcome="ok" if status != "crash" else "crash", status=status,
+                      val_bpb=None if status == "crash" else val, parent_bpb=None, seed=0, wall_s=1.0)
+
+
+def test_noise_aware_keep_needs_more_than_k_sigma():
+    assert decide("ok", 0.990, 1.000, sigma=0.004, noise_k=2.0) == "keep"
+    assert decide("ok", 0.993, 1.000, sigma=0.004, noise_k=2.0) == "discard"
+    assert decide("ok", 0.999, 1.000, sigma=0.004, noise_k=0.0) == "keep"
+    assert decide("ok", 1.000, 1.000, sigma=0.0, noise_k=0.0) == "discard"  # equal is not better
+    assert decide("timeout", None, 1.000, sigma=0.0, noise_k=0.0) == "crash"
+    assert decide("ok", 1.2, None, sigma=0.0, noise_k=1.0) == "keep"  # baselines are kept
+
+
+def test_baseline_plan_gives_every_island_its_own_seed_and_enough_runs_for_sigma():
+    plan = baseline_plan(n_islands=4, baseline_runs=0, noise_k=1.0, seed=10)
+    assert [(b.island, b.seed) for b in plan] == [(0, 10), (1, 11), (2, 12), (3, 13)]
+    single = baseline_plan(n_islands=1, baseline_runs=0, noise_k=1.0, seed=0)
+    assert [b.island for b in single] == [0, 0]  # one island still measures sigma from two seeds
+    assert len(baseline_plan(n_islands=1, baseline_runs=0, noise_k=0.0, seed=0)) == 1
+    assert noise_floor([1.0]) == 0.0 and abs(noise_floor([1.0, 1.002]) - 0.0014142) < 1e-6
+
+
+def test_population_drops_the_worst_never_the_best():
+    pop = Population(capacity=2)
+    for seq, val in enumerate([1.0, 0.9, 1.1, 0.95]):
+        pop.add(Member(f"c{seq}", [val], 0, seq))
+    assert sorted(m.val_bpb for m in pop.members) == [0.9, 0.95]
+    pop.add(Member("c1", [0.7], 0, 9))  # a re-measurement averages into the same member
+    assert pop.get("c1").val_bpb == 0.8 and len(pop) == 2
+    random.seed(0)
+    assert {pop.select_parent(tournament_size=2).commit for _ in range(50)} <= {"c1", "c3"}
+
+
+def test_topologies():
+    rng = random.Random(0)
+    assert migration_targets(3, 4, Topology.ring, rng) == (0,)
+    assert migration_targets(1, 4, Topology.full, rng) == (0, 2, 3)
+    assert all(migration_targets(2, 4, Topology.random, rng)[0] != 2 for _ in range(20))
+    assert migration_targets(0, 1, Topology.ring, rng) == ()
+
+
+def test_migration_is_due_every_interval_and_recorded_once():
+    state = RunState(n_islands=2, population_size=3)
+    state.apply(exp(0, 0, "a", 1.0, operator="baseline", parents=()))
+    state.apply(exp(1, 1, "b", 1.1, operator="baseline", parents=()))
+    state.apply(NoiseFloor(sigma=0.01, baselines=(1.0, 1.1)))
+    rng = random.Random(0)
+    assert plan_migration(state, 0, interval=2, size=1, topology=Topology.ring, rng=rng) is None
+    state.apply(exp(2, 0, "c", 0.9))
+    m = plan_migration(state, 0, interval=2, size=1, topology=Topology.ring, rng=rng)
+    assert m.targets == (1,) and m.migrants == (("c", 0.9),) and m.round == 1
+    state.apply(m)
+    assert plan_migration(state, 0, interval=2, size=1, topology=Topology.ring, rng=rng) is None
+    assert state.islands[1].champion().commit == "c"  # the migrant is now island 1's best
+    assert state.islands[1].champion().origin_island == 0
+
+
+def test_reset_replaces_the_weakest_with_a_survivors_champion():
+    state = RunState(n_islands=4, population_size=3)
+    for k, val in enumerate([1.0, 1.3, 0.8, 1.2]):
+        state.apply(exp(k, k, f"base{k}", val, operator="baseline", parents=()))
+    rng = random.Random(1)
+    assert plan_reset(state, interval=2, fraction=0.5, rng=rng) is None  # 4 < 2 x 4 experiments
+    for seq in range(4, 8):
+        state.apply(exp(seq, seq % 4, f"x{seq}", 2.0, status="discard"))
+    reset = plan_reset(state, interval=2, fraction=0.5, rng=rng)
+    assert sorted(i for i, *_ in reset.resets) == [1, 3]  # the two weakest islands
+    assert all(donor in (0, 2) and commit == f"base{donor}" for _, donor, commit, _ in reset.resets)
+    state.apply(reset)
+    assert [len(isl.population) for isl in state.islands] == [1, 1, 1, 1]
+    assert plan_reset(state, interval=2, fraction=0.5, rng=rng) is None  # once per round
+
+
+def test_records_round_trip_through_json():
+    records = [exp(0, 1, "abc", 0.99), NoiseFloor(0.002, (1.0, 1.004)),
+               Migration(0, 1, (1, 2), (("abc", 0.99),), 3), Reset(1, ((1, 0, "abc", 0.99),), 4)]
+    assert [from_json(to_json(r)) for r in records] == records
