@@ -43,9 +43,11 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     OmegaConf.update(cfg, "run.dir", str(run_dir))
     from .engine import Engine  # heavy imports (ray, torch-free island code) only once the config is valid
+    from .llm_choice import choose_llm
 
     try:
-        Engine(cfg, run_dir, islands).run()
+        llm = choose_llm(cfg.llm)
+        Engine(cfg, run_dir, islands, llm).run()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -22,6 +22,19 @@ class Topology(str, Enum):
     full = "full"      # island k sends to every other island
 
 
+class Provider(str, Enum):
+    auto = "auto"            # a provider key in the environment, else llm.api_base, else none
+    none = "none"            # offline operators only
+    anthropic = "anthropic"  # ANTHROPIC_API_KEY
+    openai = "openai"        # OPENAI_API_KEY
+    local = "local"          # any OpenAI-compatible server at llm.api_base (vLLM, llama.cpp, ollama)
+
+
+class OnMaxCost(str, Enum):
+    offline = "offline"  # islands go on with the offline operators
+    stop = "stop"        # the run stops starting experiments
+
+
 @dataclass
 class RunConfig:
     # Where the run lives (lab repo, worktrees, records, logs). Rerunning with the same dir resumes.
@@ -89,6 +102,31 @@ class ResetConfig:
 
 
 @dataclass
+class LLMConfig:
+    # Set by the llm/ group; `auto` prints what it chose at start.
+    provider: Provider = Provider.auto
+    # Any litellm model string; null = the provider's default (anthropic/claude-sonnet-4-5,
+    # openai/gpt-4o, openai/local for a local server).
+    model: Optional[str] = None
+    # Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.
+    api_base: Optional[str] = None
+    temperature: float = 0.7
+    max_tokens: int = 8192
+    # Per request; litellm retries 429 / 5xx / timeouts num_retries times with backoff.
+    timeout_s: float = 120.0
+    num_retries: int = 2
+    # Times an unmatched SEARCH block is shown back to the model with the nearest lines.
+    max_fix_rounds: int = 2
+    # Propose an island's next LLM candidate while its current experiment trains.
+    prefetch: bool = True
+    # Stop using the LLM once the run's LLM spend reaches this many dollars (0 = no cap).
+    max_cost_usd: float = 0.0
+    on_max_cost: OnMaxCost = OnMaxCost.offline
+    # Per-island temperament, e.g. llm.islands={1: {temperature: 1.1}, 2: {model: openai/gpt-4o-mini}}.
+    islands: dict[int, Any] = field(default_factory=dict)
+
+
+@dataclass
 class PerturbConfig:
     max_changes: int = 2
     scale: float = 0.5
@@ -96,8 +134,10 @@ class PerturbConfig:
 
 @dataclass
 class OperatorsConfig:
-    # Relative weights of the operators; an operator with weight 0 is never used.
-    weights: dict[str, float] = field(default_factory=lambda: {"perturb": 0.8, "crossover": 0.2})
+    # Relative weights of the operators; an operator with weight 0 is never used. Without an LLM
+    # the llm_* operators are left out (and perturb is used if nothing else is left).
+    weights: dict[str, float] = field(default_factory=lambda: {
+        "llm_mutation": 0.6, "llm_crossover": 0.15, "perturb": 0.2, "crossover": 0.05})
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
     # Crossover draws its second parent from another island when there is one.
     crossover_other_island: bool = True
@@ -123,6 +163,7 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     reset: ResetConfig = field(default_factory=ResetConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
     operators: OperatorsConfig = field(default_factory=OperatorsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -165,6 +206,18 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.operators.perturb.max_changes >= 1, "operators.perturb.max_changes",
              cfg.operators.perturb.max_changes, "an integer >= 1")
     _require(cfg.operators.perturb.scale > 0, "operators.perturb.scale", cfg.operators.perturb.scale, "a number > 0")
+    _require(cfg.llm.temperature >= 0, "llm.temperature", cfg.llm.temperature, "a number >= 0")
+    _require(cfg.llm.timeout_s > 0, "llm.timeout_s", cfg.llm.timeout_s, "seconds > 0")
+    _require(cfg.llm.num_retries >= 0, "llm.num_retries", cfg.llm.num_retries, "an integer >= 0")
+    _require(cfg.llm.max_cost_usd >= 0, "llm.max_cost_usd", cfg.llm.max_cost_usd, "dollars >= 0 (0 = no cap)")
+    _require(cfg.llm.provider != Provider.local or bool(cfg.llm.api_base), "llm.api_base", cfg.llm.api_base,
+             "the URL of an OpenAI-compatible server when llm=local, e.g. http://127.0.0.1:8000/v1")
+    for key, override in cfg.llm.islands.items():
+        _require(0 <= key < islands, f"llm.islands.{key}", dict(override),
+                 f"an island index in 0..{islands - 1}")
+        for knob in override:
+            _require(knob in ("model", "temperature", "api_base", "max_tokens"), f"llm.islands.{key}.{knob}",
+                     override[knob], "one of model, temperature, api_base, max_tokens")
     _require(cfg.ray.gpus_per_island > 0, "ray.gpus_per_island", cfg.ray.gpus_per_island, "a number > 0")
 
 

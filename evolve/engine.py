@@ -11,7 +11,10 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,16 +25,19 @@ from island.environment import scrubbed_env
 from island.fitness import kill_stale
 from operators.candidate import NoCandidate
 
+from .config import OnMaxCost
 from .journal import Journal
 from .lab import Trailers
-from .proposer import Proposal, Proposer, source_sha256
-from .records import Experiment, NoiseFloor
+from .llm_choice import LLMChoice
+from .proposer import Proposal, Proposer, Request, is_llm, source_sha256
+from .records import Experiment, NoiseFloor, OperatorFailure
 from .selection import BaselineRun, baseline_plan, decide, noise_floor, plan_migration, plan_reset
 from .state import RunState
 from .view import LiveView
 from .workspace import PACKAGED_TASK, Workspace
 
 MAX_ACTOR_RETRIES = 2
+PROJECT_PROGRAM = Path(__file__).resolve().parents[1] / "program.md"
 
 
 @dataclass
@@ -42,8 +48,9 @@ class InFlight:
 
 
 class Engine:
-    def __init__(self, cfg, run_dir: Path, islands: int):
+    def __init__(self, cfg, run_dir: Path, islands: int, llm: LLMChoice | None = None):
         self.cfg = cfg
+        self.llm = llm
         self.run_dir = run_dir
         self.n = islands
         self.rng = random.Random(cfg.seed)
@@ -73,10 +80,23 @@ class Engine:
         for checkout in (self.ws.worktree(k) for k in range(self.n)):
             subprocess.run(["git", "-C", str(checkout), "checkout", "--force", "--detach",
                             self.ws.manifest.base_commit], check=True, capture_output=True)
-        self.proposer = Proposer(self.lab, self.cfg.operators, self.cfg.selection.tournament_size, self.rng)
+        llm = self.llm
+        if llm:
+            print(f"[evolve] llm: {llm.model}{' at ' + llm.api_base if llm.api_base else ''} ({llm.why})", flush=True)
+        else:
+            print("[evolve] llm: none (no provider key in the environment, no llm.api_base, or llm=none): "
+                  "offline operators only", flush=True)
+        self.proposer = Proposer(self.lab, self.cfg, llm, self.rng, self.run_dir, self._program())
         self.seen = {e.source_sha256 for e in self.state.experiments}
         self.base_sha256 = source_sha256(self.lab.read(self.ws.manifest.base_commit, "train.py"))
         self.seen.add(self.base_sha256)
+
+    def _program(self) -> str:
+        """The research brief: the task's own program.md, else the project's."""
+        try:
+            return self.lab.read(self.ws.manifest.base_commit, "program.md")
+        except Exception:  # noqa: BLE001 - the task has none
+            return PROJECT_PROGRAM.read_text() if PROJECT_PROGRAM.exists() else ""
 
     def _reconcile_refs(self) -> None:
         """Make git agree with the journal: one ref per recorded experiment, branches at champions."""
@@ -171,6 +191,8 @@ class Engine:
         deadline = time.time() + self.cfg.run.hours * 3600 if self.cfg.run.hours > 0 else None
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
         self.retired: set[int] = set()
+        self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
+        self.planned: dict[int, str] = {}                         # island -> offline operator drawn early
         view = LiveView(self.state, self.n, max_exp, self.run_dir, live=self.cfg.run.live and sys.stdout.isatty())
         old_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         interrupted = False
@@ -180,9 +202,14 @@ class Engine:
                     if deadline and time.time() >= deadline:
                         self.stopping = True
                     self._dispatch(max_exp, view)
+                    can_start = not self.stopping and len(self.state.experiments) + len(self.inflight) < max_exp
                     if not self.inflight:
-                        break
-                    ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.5)
+                        if not (can_start and self.prefetch):
+                            break
+                        wait_futures([f for f, _ in self.prefetch.values()], timeout=0.5,
+                                     return_when=FIRST_COMPLETED)
+                        continue
+                    ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.2 if self.prefetch else 0.5)
                     for ref in ready:
                         self._collect(ref, view)
                     view.refresh()
@@ -212,6 +239,8 @@ class Engine:
             ref = self.actors[k].evaluate.remote(flight.job)
             self.inflight[ref] = flight
             view.started(k, flight.proposal.candidate.description if flight.proposal else "baseline")
+            if flight.proposal is not None and self.cfg.llm.prefetch:
+                self._plan_next(k)
 
     def _job_id(self, island: int) -> str:
         self._job_counter += 1
@@ -224,7 +253,17 @@ class Engine:
         if self.state.sigma is None:
             return None  # generation 0 is not complete yet
         try:
-            proposal = self.proposer.propose(self.state, k, self.seen)
+            if k not in self.prefetch and k not in self.planned:
+                self._plan_next(k)
+            if k in self.prefetch:
+                future, request = self.prefetch[k]
+                if not future.done():
+                    return None  # the island waits for its LLM proposal
+                del self.prefetch[k]
+                proposal = self._llm_outcome(k, future, request)
+            else:
+                self.planned.pop(k, None)
+                proposal = self.proposer.propose_offline(self.state, k, self.seen)
         except NoCandidate as e:
             print(f"[evolve] island {k} cannot propose anything ({e}); it stops", flush=True)
             self.retired.add(k)
@@ -232,6 +271,49 @@ class Engine:
         parent = proposal.candidate.parents[0]
         self.seen.add(source_sha256(proposal.candidate.source))
         return InFlight(Job(self._job_id(k), k, parent, proposal.candidate.source, self.cfg.seed + k), proposal)
+
+    def _plan_next(self, k: int) -> None:
+        """Draws island k's next operator; an LLM proposal starts now, in the background, from the
+        freshest records, so the model thinks while the island trains."""
+        self._check_llm_budget()
+        name = self.proposer.choose_operator()
+        if not is_llm(name):
+            self.planned[k] = name
+            return
+        try:
+            request = self.proposer.prepare(self.state, k, name)
+        except NoCandidate:
+            return  # nothing to build on yet; the island proposes offline when it is idle
+        self.prefetch[k] = (_in_background(request.run), request)
+
+    def _llm_outcome(self, k: int, future: Future, request: Request) -> Proposal:
+        """The LLM's candidate, or an offline one when the LLM produced nothing (recorded)."""
+        try:
+            proposal = future.result()
+            if source_sha256(proposal.candidate.source) not in self.seen:
+                return proposal
+            reason, cost = "duplicate of an already measured train.py", asdict(proposal.candidate.cost)
+        except NoCandidate as e:
+            reason, cost = str(e), asdict(e.cost) if getattr(e, "cost", None) else {}
+        except Exception as e:  # noqa: BLE001 - the run never dies from an operator
+            reason, cost = f"{type(e).__name__}: {e}", {}
+        self._append(OperatorFailure(island=k, operator=request.operator_name, reason=reason[:500],
+                                     after_seq=self.state.next_seq - 1, cost=cost))
+        self._check_llm_budget()
+        return self.proposer.propose_offline(self.state, k, self.seen)
+
+    def _check_llm_budget(self) -> None:
+        cap = self.cfg.llm.max_cost_usd
+        if not cap or not self.proposer.llm_enabled or self.state.llm_usd() < cap:
+            return
+        if OnMaxCost(self.cfg.llm.on_max_cost) == OnMaxCost.stop:
+            print(f"[evolve] LLM spend ${self.state.llm_usd():.2f} reached llm.max_cost_usd={cap}: stopping",
+                  flush=True)
+            self.stopping = True
+        else:
+            print(f"[evolve] LLM spend ${self.state.llm_usd():.2f} reached llm.max_cost_usd={cap}: "
+                  "offline operators from now on", flush=True)
+        self.proposer.disable_llm()
 
     def _collect(self, ref: ray.ObjectRef, view: LiveView) -> None:
         flight = self.inflight.pop(ref)
@@ -307,6 +389,20 @@ class Engine:
             subprocess.run(["git", "-C", str(self.ws.worktree(k)), "clean", "-ffdxq"], capture_output=True)
         if getattr(self, "_own_ray", False) and ray.is_initialized():
             ray.shutdown()
+
+
+def _in_background(fn) -> Future:
+    """Runs fn on a daemon thread (an LLM call must never keep a stopping driver alive)."""
+    future: Future = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as e:  # noqa: BLE001 - handed to whoever reads the future
+            future.set_exception(e)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .records import CRASH, Experiment, Migration, NoiseFloor, Record, Reset, from_json, to_json
+from .records import CRASH, Experiment, Migration, NoiseFloor, OperatorFailure, Record, Reset, from_json, to_json
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
@@ -55,6 +55,9 @@ def events_row(record: Record) -> str:
     elif isinstance(record, Reset):
         detail = f"round {record.round}: " + ", ".join(
             f"island {i} <- island {d} champion {c[:7]} ({v:.6f})" for i, d, c, v in record.resets)
+        after = record.after_seq
+    elif isinstance(record, OperatorFailure):
+        detail = f"island {record.island} {record.operator}: {_clean(record.reason)} (${record.cost.get('usd', 0.0):.4f})"
         after = record.after_seq
     else:
         raise TypeError(record)

@@ -95,6 +95,12 @@ class Lab:
     def read(self, commit: str, name: str) -> str:
         return self.repo.git.show(f"{commit}:{self.prefix}{name}", strip_newline_in_stdout=False)
 
+    def merge_base(self, a: str, b: str) -> str | None:
+        try:
+            return self.repo.git.merge_base(a, b) or None
+        except git.GitCommandError:
+            return None
+
     def commit_with_files(self, parent: str, files: dict[str, str], message: str,
                           extra_parents: tuple[str, ...] = ()) -> str:
         """Writes a commit whose tree is `parent`'s with `files` replaced; touches no checkout."""

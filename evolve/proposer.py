@@ -1,23 +1,37 @@
-"""Turns an island's population into its next candidate: pick an operator, draw parents, call it."""
+"""Turns an island's population into its next candidate: pick an operator, draw parents, call it.
+
+Drawing parents and building the context read the run state, so they happen on the driver's
+thread (`prepare`); only the operator call itself (`Request.run`, an LLM conversation that may
+take minutes) may run on a worker thread while the island trains its current candidate.
+"""
 from __future__ import annotations
 
 import hashlib
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
-from operators.candidate import Candidate, NoCandidate, Parent
+from operators.candidate import Attempt, Candidate, NoCandidate, Parent, ProposalContext
 from operators.registry import make_operator
 
 from .lab import Lab
+from .llm_choice import LLMChoice
 from .population import Member
 from .state import RunState
 
 FALLBACK_OPERATOR = "perturb"
+OFFLINE_OPERATORS = ("perturb", "crossover")
 ATTEMPTS_BEFORE_DUPLICATE = 8
+HISTORY = 20
+LOG_TAIL_LINES = 25
 
 
 def source_sha256(source: str) -> str:
     return hashlib.sha256(source.encode()).hexdigest()
+
+
+def is_llm(operator: str) -> bool:
+    return operator.startswith("llm_")
 
 
 @dataclass(frozen=True)
@@ -26,18 +40,71 @@ class Proposal:
     parent_bpb: float     # the best parent's val_bpb when the proposal was made
 
 
+@dataclass
+class Request:
+    """Everything an operator call needs, snapshotted from the state on the driver's thread."""
+
+    island: int
+    operator: object
+    parents: list[Parent]
+    context: ProposalContext
+    seed: int
+
+    @property
+    def operator_name(self) -> str:
+        return self.operator.name
+
+    def run(self) -> Proposal:
+        candidate = self.operator.propose(self.parents, random.Random(self.seed), context=self.context)
+        return Proposal(candidate=candidate, parent_bpb=min(p.val_bpb for p in self.parents))
+
+
 class Proposer:
-    def __init__(self, lab: Lab, operators_cfg, tournament_size: int, rng: random.Random):
+    def __init__(self, lab: Lab, cfg, llm: LLMChoice | None, rng: random.Random, run_dir: Path, program: str):
         self.lab = lab
         self.rng = rng
-        self.tournament_size = tournament_size
-        self.crossover_other_island = operators_cfg.crossover_other_island
-        self.weights = {name: float(w) for name, w in operators_cfg.weights.items() if w > 0}
-        params = {"perturb": dict(operators_cfg.perturb)}
-        self.operators = {name: make_operator(name, **params.get(name, {}))
-                          for name in set(self.weights) | {FALLBACK_OPERATOR}}
+        self.run_dir = run_dir
+        self.program = program
+        self.tournament_size = cfg.selection.tournament_size
+        self.noise_k = cfg.selection.noise_k
+        self.budget_s = cfg.task.budget_s
+        self.crossover_other_island = cfg.operators.crossover_other_island
+        weights = {name: float(w) for name, w in cfg.operators.weights.items() if w > 0}
+        self.all_weights = weights
+        self.offline_weights = {n: w for n, w in weights.items() if not is_llm(n)} or {FALLBACK_OPERATOR: 1.0}
+        self.llm_enabled = llm is not None and any(is_llm(n) for n in weights)
+        self._offline = {name: make_operator(name, **({"max_changes": cfg.operators.perturb.max_changes,
+                                                        "scale": cfg.operators.perturb.scale}
+                                                       if name == "perturb" else {}))
+                         for name in OFFLINE_OPERATORS}
+        self._llm: dict[tuple[int, str], object] = {}
+        self._llm_cfg = cfg.llm
+        self._island_overrides = {int(k): dict(v) for k, v in cfg.llm.islands.items()}
+        self._llm_choice = llm
         self._sources: dict[str, str] = {}
 
+    # ---- operators ------------------------------------------------------------------------------
+    def disable_llm(self) -> None:
+        self.llm_enabled = False
+
+    def _operator(self, name: str, island: int):
+        if not is_llm(name):
+            return self._offline[name]
+        if (island, name) not in self._llm:
+            c, choice = self._llm_cfg, self._llm_choice
+            knobs = dict(model=choice.model, api_base=choice.api_base, temperature=c.temperature,
+                         max_tokens=c.max_tokens, timeout_s=c.timeout_s, num_retries=c.num_retries,
+                         max_fix_rounds=c.max_fix_rounds)
+            knobs.update(self._island_overrides.get(island, {}))
+            self._llm[(island, name)] = make_operator(name, **knobs)
+        return self._llm[(island, name)]
+
+    def choose_operator(self) -> str:
+        weights = self.all_weights if self.llm_enabled else self.offline_weights
+        names = list(weights)
+        return self.rng.choices(names, weights=[weights[n] for n in names])[0]
+
+    # ---- parents and context --------------------------------------------------------------------
     def _parent(self, member: Member) -> Parent:
         if member.commit not in self._sources:
             self._sources[member.commit] = self.lab.read(member.commit, "train.py")
@@ -56,35 +123,59 @@ class Proposer:
     def _second_parent(self, state: RunState, island: int, first: Member) -> Member | None:
         others = [isl for isl in state.islands if isl.index != island and len(isl.population)]
         if self.crossover_other_island and others:
-            return self.rng.choice(others).population.select_parent(self.tournament_size)
+            second = self.rng.choice(others).population.select_parent(self.tournament_size)
+            return second if second.commit != first.commit else None
         rest = [m for m in state.islands[island].population.members if m.commit != first.commit]
         return self.rng.choice(rest) if rest else None
 
-    def propose(self, state: RunState, island: int, seen: set[str]) -> Proposal:
-        """A candidate whose train.py was not measured before (`seen` holds their hashes), unless
-        several attempts only produce duplicates, which then get measured again."""
+    def _log_tail(self, log: str) -> str:
+        try:
+            lines = (self.run_dir / log).read_text(errors="replace").replace("\r", "\n").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-LOG_TAIL_LINES:])
+
+    def context(self, state: RunState, island: int, parents: list[Parent]) -> ProposalContext:
+        recent = [e for e in state.experiments if e.island == island][-HISTORY:]
+        history = tuple(Attempt(
+            description=e.description, status=e.status, outcome=e.outcome, val_bpb=e.val_bpb,
+            delta=None if e.val_bpb is None or e.parent_bpb is None else e.val_bpb - e.parent_bpb,
+            reason=e.reason, log_tail=self._log_tail(e.log) if e.status == "crash" else "") for e in recent)
+        ancestor = None
+        if len(parents) == 2:
+            base = self.lab.merge_base(parents[0].commit, parents[1].commit)
+            ancestor = self.lab.read(base, "train.py") if base else None
+        return ProposalContext(island=island, program=self.program, history=history, sigma=state.sigma or 0.0,
+                               noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor)
+
+    # ---- proposing ------------------------------------------------------------------------------
+    def prepare(self, state: RunState, island: int, operator_name: str) -> Request:
+        """Draws parents and snapshots the context now; raises NoCandidate if nothing can be built."""
+        operator = self._operator(operator_name, island)
+        first = self._draw(state, island)
+        members = [first]
+        if operator.arity == 2:
+            second = self._second_parent(state, island, first)
+            if second is None:
+                operator = self._operator(FALLBACK_OPERATOR, island)
+            else:
+                members.append(second)
+        parents = [self._parent(m) for m in members]
+        context = self.context(state, island, parents) if is_llm(operator.name) else ProposalContext(island=island)
+        return Request(island, operator, parents, context, seed=self.rng.randrange(2**32))
+
+    def propose_offline(self, state: RunState, island: int, seen: set[str]) -> Proposal:
+        """A fresh offline candidate, re-drawn while it duplicates an already measured train.py."""
+        proposal = None
         for _ in range(ATTEMPTS_BEFORE_DUPLICATE):
-            proposal = self._propose_once(state, island)
+            names = list(self.offline_weights)
+            name = self.rng.choices(names, weights=[self.offline_weights[n] for n in names])[0]
+            try:
+                proposal = self.prepare(state, island, name).run()
+            except NoCandidate:
+                if name == FALLBACK_OPERATOR:
+                    raise
+                proposal = self.prepare(state, island, FALLBACK_OPERATOR).run()
             if source_sha256(proposal.candidate.source) not in seen:
                 break
         return proposal
-
-    def _propose_once(self, state: RunState, island: int) -> Proposal:
-        names = list(self.weights)
-        name = self.rng.choices(names, weights=[self.weights[n] for n in names])[0]
-        first = self._draw(state, island)
-        parents = [first]
-        if self.operators[name].arity == 2:
-            second = self._second_parent(state, island, first)
-            if second is None:
-                name = FALLBACK_OPERATOR
-            else:
-                parents.append(second)
-        try:
-            candidate = self.operators[name].propose([self._parent(p) for p in parents], self.rng)
-        except NoCandidate:
-            if name == FALLBACK_OPERATOR:
-                raise
-            parents = [first]
-            candidate = self.operators[FALLBACK_OPERATOR].propose([self._parent(first)], self.rng)
-        return Proposal(candidate=candidate, parent_bpb=min(p.val_bpb for p in parents))

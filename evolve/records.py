@@ -67,8 +67,21 @@ class Reset:
     kind: str = "reset"
 
 
-Record = Union[Experiment, NoiseFloor, Migration, Reset]
-_KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "migration": Migration, "reset": Reset}
+@dataclass(frozen=True)
+class OperatorFailure:
+    """An operator that produced no candidate (LLM error, unusable reply); the island fell back."""
+
+    island: int
+    operator: str
+    reason: str
+    after_seq: int
+    cost: dict[str, float] = field(default_factory=dict)
+    kind: str = "operator_failure"
+
+
+Record = Union[Experiment, NoiseFloor, Migration, Reset, OperatorFailure]
+_KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "migration": Migration, "reset": Reset,
+          "operator_failure": OperatorFailure}
 _TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets"}
 
 

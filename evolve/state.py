@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .population import Member, Population, hall_of_fame
-from .records import CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, Record, Reset
+from .records import CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, OperatorFailure, Record, Reset
 
 
 @dataclass
@@ -21,6 +21,8 @@ class IslandState:
     crashes: int = 0
     migration_rounds: int = 0
     resets: int = 0
+    operator_failures: int = 0
+    llm_usd: float = 0.0
     last_description: str = ""
 
     def champion(self) -> Member | None:
@@ -64,6 +66,10 @@ class RunState:
                 self.islands[island].population.replace_all(Member(commit, [val_bpb], donor, record.after_seq))
                 self.islands[island].resets += 1
             self.events.append(record)
+        elif isinstance(record, OperatorFailure):
+            self.islands[record.island].operator_failures += 1
+            self.islands[record.island].llm_usd += record.cost.get("usd", 0.0)
+            self.events.append(record)
         else:  # pragma: no cover - records.from_json only yields the kinds above
             raise TypeError(f"unknown record {record!r}")
 
@@ -73,6 +79,7 @@ class RunState:
         self.experiments.append(exp)
         island = self.islands[exp.island]
         island.experiments += 1
+        island.llm_usd += exp.cost.get("usd", 0.0)
         island.last_description = exp.description
         if exp.status == KEEP:
             island.keeps += 1
@@ -92,6 +99,9 @@ class RunState:
     def champion(self) -> Member | None:
         best = self.hall_of_fame(1)
         return best[0] if best else None
+
+    def llm_usd(self) -> float:
+        return sum(isl.llm_usd for isl in self.islands)
 
     def keeps_total(self) -> int:
         return sum(isl.keeps for isl in self.islands)

@@ -83,7 +83,7 @@ def load_litellm():
 # Secrets never leave in a message
 
 _SECRET_PATTERNS = [
-    re.compile(r"sk-[A-Za-z0-9_\-]{6,}"),
+    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{6,}"),
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{6,}"),
     re.compile(r"(?i)((?:api[_-]?key|x-api-key|authorization|access[_-]?token|secret)['\"]?\s*[:=]\s*['\"]?)"
                r"[^\s'\",;}]{6,}"),
@@ -118,6 +118,8 @@ def describe_error(error: BaseException) -> str:
         error = error.__context__
     message = str(error).strip().splitlines()[0] if str(error).strip() else ""
     message = re.sub(r"^litellm\.\w+:\s*", "", message)
+    while message.startswith(f"{type(error).__name__}: "):
+        message = message[len(type(error).__name__) + 2:]
     message = redact(message)
     if len(message) > MAX_REASON_CHARS:
         message = message[:MAX_REASON_CHARS - 3] + "..."
@@ -158,6 +160,8 @@ class _Conversation:
             litellm = load_litellm()
         except Exception as error:  # litellm missing or broken: not a remote problem, but no candidate
             raise self.fail(f"llm error: cannot import litellm: {describe_error(error)}") from None
+        if self.calls == 0:
+            self.started = time.monotonic()  # litellm's one-off import is not this proposal's time
         self.calls += 1
         try:
             response = litellm.completion(**op.completion_kwargs(self.messages))

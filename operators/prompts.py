@@ -90,9 +90,9 @@ def budget_text(context: ProposalContext | None) -> str:
     budget = f"{context.budget_s:g} seconds" if context is not None and context.budget_s > 0 else "a fixed time"
     return (f"train.py trains for {budget} of counted training time (prepare.TIME_BUDGET; start-up, "
             f"compilation and the final evaluation are not counted), then prints `---` and summary lines "
-            f"(`val_bpb: ...`, `peak_vram_mb: ...`, ...), which must stay. val_bpb is measured by "
-            f"prepare.evaluate_bpb and is independent of the vocabulary size. A faster step means more "
-            f"steps within the budget.")
+            f"(`val_bpb: ...`, `peak_vram_mb: ...`, ...), which must stay. val_bpb (validation bits per "
+            f"byte, lower is better) is measured by prepare.evaluate_bpb and is independent of the "
+            f"vocabulary size. A faster step means more steps within the budget.")
 
 
 def log_tail(text: str, lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHARS) -> str:

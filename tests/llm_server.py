@@ -107,7 +107,8 @@ class ScriptedLLM:
                 for r in self.chat_requests]
 
     def start(self) -> "ScriptedLLM":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-llm", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="scripted-llm", daemon=True)
         self._thread.start()
         return self
 

@@ -299,7 +299,7 @@ def test_h100_overrides_run_on_cpu(tmp_path):
     s = summary(r.stdout)
     assert s["depth"] == 8 and 1 <= s["num_steps"] <= 4
     assert 40 < s["num_params_M"] < 60, s
-    assert 5.0 < s["val_bpb"] < 20.0  # near-untrained, vocab 8192
+    assert 2.5 < s["val_bpb"] < 5.0  # near-untrained: about log2(8192) bits / 3.6 bytes per token
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""`python -m evolve llm=local` end to end: litellm over real HTTP to a scripted OpenAI-compatible
+server on 127.0.0.1, real Ray islands, real git, real fitness subprocesses."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from evolve.records import OperatorFailure
+from tests.llm_server import Empty, Reply, ScriptedLLM, Status
+from tests.test_engine import LANDSCAPE, ROOT, assert_records_agree_with_git, load_state, read_tsv
+
+ONLY_LLM_MUTATION = ("operators.weights.llm_mutation=1", "operators.weights.llm_crossover=0",
+                     "operators.weights.perturb=0", "operators.weights.crossover=0")
+
+
+def whole_file(description: str, lr: str, width: str = "64", extra: str = "") -> str:
+    source = (LANDSCAPE / "train.py").read_text()
+    source = source.replace("LEARNING_RATE = 0.004", f"LEARNING_RATE = {lr}")
+    source = source.replace("WIDTH = 64", f"WIDTH = {width}{extra}")
+    return f"DESCRIPTION: {description}\n\n```python\n{source}```\n"
+
+
+def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "llm-run"
+    with ScriptedLLM() as server:
+        server.script(
+            Reply(whole_file("raise the learning rate to 0.01", "0.01")),
+            Reply(whole_file("break the run on purpose", "0.004", extra="\nraise RuntimeError('boom')")),
+            Reply(whole_file("a far too small learning rate", "0.0001")),
+            Empty(),
+            Status(500), Reply(whole_file("learning rate 0.012 and width 80", "0.012", "80")),
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
+             "run.max_experiments=8", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", *ONLY_LLM_MUTATION],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**__import__("os").environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
+        prompts = server.prompts()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "llm: openai/test-model at http://127.0.0.1" in done.stdout
+    state = assert_records_agree_with_git(run_dir, 2)
+    llm = [e for e in state.experiments if e.operator == "llm_mutation"]
+    assert {e.status for e in llm} >= {"keep", "discard", "crash"}, [(e.description, e.status) for e in llm]
+    crash = next(e for e in llm if e.status == "crash")
+    assert "boom" in crash.reason
+    assert all(e.cost["prompt_tokens"] > 0 for e in llm)
+    failures = [e for e in state.events if isinstance(e, OperatorFailure)]
+    assert any("empty reply" in f.reason for f in failures)
+    assert any(f.reason for f in failures) and all(f.operator == "llm_mutation" for f in failures)
+    # the prompts carried the brief, the parent file and the noise floor
+    first = prompts[0]
+    assert "LEARNING_RATE = 0.004" in first and "val_bpb" in first
+    rows = read_tsv(run_dir / "experiments.tsv")
+    assert any(int(r["tokens"]) > 0 for r in rows if r["operator"] == "llm_mutation")
+    assert "operator_failure" in {r["kind"] for r in read_tsv(run_dir / "events.tsv")}
+    # no key was written anywhere in the run dir
+    for path in run_dir.rglob("*"):
+        if path.is_file() and ".git" not in path.parts:
+            assert "sk-test-not-a-real-key" not in path.read_text(errors="ignore"), path
+
+
+def test_llm_crash_log_reaches_the_next_prompt(tmp_path: Path):
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "history"
+    with ScriptedLLM() as server:
+        server.script(
+            Reply(whole_file("explode", "0.004", extra="\nraise ValueError('distinctive failure 4242')")),
+            Reply(whole_file("try a bigger learning rate", "0.008")),
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "islands=1", "selection=ratchet", "task=custom", f"task.dir={task}",
+             "task.budget_s=0.05", "run.max_experiments=3", f"run.dir={run_dir}", "llm=local",
+             f"llm.api_base={server.api_base}", "llm.model=openai/test-model"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        prompts = server.prompts()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(prompts) == 2
+    assert "distinctive failure 4242" in prompts[1]  # the crash's log tail was shown to the model
+    state = load_state(run_dir, 1, population_size=1)
+    assert [e.status for e in state.experiments] == ["keep", "crash", "keep"]
+
+
+def test_llm_without_key_is_a_clear_error(tmp_path: Path):
+    env = {k: v for k, v in __import__("os").environ.items() if k != "ANTHROPIC_API_KEY"}
+    done = subprocess.run([sys.executable, "-m", "evolve", "islands=1", "llm=anthropic",
+                           f"run.dir={tmp_path / 'r'}"], cwd=ROOT, capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "ANTHROPIC_API_KEY" in done.stderr
+
+
+if __name__ == "__main__":  # pragma: no cover
+    pytest.main([__file__, "-v"])
