@@ -379,6 +379,11 @@ class Engine:
             return
         values = [e.val_bpb for e in baselines if e.val_bpb is not None]
         self._append(NoiseFloor(sigma=noise_floor(values), baselines=tuple(values)))
+        if not values:
+            first = baselines[0]
+            print(f"[evolve] the unmodified train.py failed on every island ({first.outcome}: {first.reason}); "
+                  f"see {self.run_dir / first.log}. Fix the task and start a new run.dir.", flush=True)
+            self.stopping = True
 
     def _shutdown(self) -> None:
         for actor in getattr(self, "actors", []):

@@ -34,3 +34,18 @@ def make_git_repo(tmp_path):
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def task_cache(tmp_path_factory) -> Path:
+    """The default task's data cache (tokenizer + tokens), built once per test session."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path_factory.mktemp("evolve-cache")
+    task = Path(__file__).resolve().parents[1] / "evolve" / "task"
+    done = subprocess.run([sys.executable, "prepare.py"], cwd=task, env={**os.environ, "EVOLVE_CACHE_DIR": str(cache)},
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return cache

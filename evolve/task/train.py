@@ -88,7 +88,9 @@ class Attention(nn.Module):
         if ve is not None:  # value embedding of the input tokens
             v = v + ve
         v = v.view(B, T, self.n_head, self.head_dim)
+        dtype = q.dtype  # the matmul dtype (bf16 under autocast); norms and adds may upcast
         q, k = apply_rotary(norm(q), cos, sin), apply_rotary(norm(k), cos, sin)  # QK-norm, RoPE
+        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
