@@ -72,8 +72,22 @@ class Journal:
 
     def load(self) -> list[Record]:
         """Every complete record; a torn last line (killed mid-write) is dropped and truncated away."""
+        records, good, size = self._parse()
+        if good != size:
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+        return records
+
+    def read(self) -> tuple[list[Record], bool]:
+        """Read-only `load`, for a journal another process may still be appending to (the report):
+        every complete record and whether a torn last line was left out. The file is never changed."""
+        records, good, size = self._parse()
+        return records, good != size
+
+    def _parse(self) -> tuple[list[Record], int, int]:
+        """(complete records, bytes they take, bytes in the file)."""
         if not self.path.exists():
-            return []
+            return [], 0, 0
         raw = self.path.read_bytes()
         records, good = [], 0
         for line in raw.splitlines(keepends=True):
@@ -81,10 +95,7 @@ class Journal:
                 break
             records.append(from_json(line.decode()))
             good += len(line)
-        if good != len(raw):
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
-        return records
+        return records, good, len(raw)
 
     def append(self, record: Record) -> None:
         line = (to_json(record) + "\n").encode()

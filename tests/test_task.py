@@ -32,7 +32,8 @@ H100_OVERRIDES = {
     "prepare.py": {"DATA_SOURCE": "parquet", "VOCAB_SIZE": 8192, "MAX_SEQ_LEN": 2048, "EVAL_TOKENS": 20971520,
                    "PARQUET_NUM_SHARDS": 12},
     "train.py": {"DEPTH": 8, "MODEL_DIM": 512, "HEAD_DIM": 128, "BATCH_SIZE": 64, "GRAD_ACCUM_STEPS": 4,
-                 "EVAL_BATCH_SIZE": 64, "WEIGHT_DECAY": 0.2, "COMPILE": True, "DTYPE": "bfloat16"},
+                 "EVAL_BATCH_SIZE": 64, "MATRIX_LR": 0.04, "EMBED_LR": 0.6, "UNEMBED_LR": 0.004,
+                 "WEIGHT_DECAY": 0.2, "COMPILE": True, "DTYPE": "bfloat16"},
 }
 
 
@@ -275,7 +276,7 @@ def test_tiny_training_lowers_val_bpb(cache, tmp_path):
     assert re.search(r"^val_bpb: \d+\.\d{6}$", r1.stdout, re.M)
     assert s0["num_steps"] == 0 and s0["training_seconds"] == 0
     assert s1["num_steps"] >= 3 and 4.0 <= s1["training_seconds"] < 15
-    assert s1["mfu_percent"] == 0.0 and s1["depth"] == 4 and s1["peak_vram_mb"] > 0
+    assert s1["mfu_percent"] == 0.0 and s1["depth"] == 3 and s1["peak_vram_mb"] > 0
     assert 3.0 < s0["val_bpb"] < 5.0, s0
     assert s1["val_bpb"] < s0["val_bpb"] - 0.3, (s0, s1)
 

