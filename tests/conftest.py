@@ -38,14 +38,20 @@ def make_git_repo(tmp_path):
 
 @pytest.fixture(scope="session")
 def task_cache(tmp_path_factory) -> Path:
-    """The default task's data cache (tokenizer + tokens), built once per test session."""
+    """The default task's data cache (tokenizer + tokens), built once per test session by two
+    concurrent `python prepare.py` (the second must wait on the first's lock, not build again)."""
     import os
     import subprocess
     import sys
 
     cache = tmp_path_factory.mktemp("evolve-cache")
     task = Path(__file__).resolve().parents[1] / "evolve" / "task"
-    done = subprocess.run([sys.executable, "prepare.py"], cwd=task, env={**os.environ, "EVOLVE_CACHE_DIR": str(cache)},
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    env = {**os.environ, "EVOLVE_CACHE_DIR": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "prepare.py"], cwd=task, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert "cache: " in out
+    assert sum(err.count("building") for _, err in outs) == 1
     return cache

@@ -139,7 +139,7 @@ WORKS = {
     "twelfth_night": ("twelfth_night_gut.txt", "twelfe-night_gut_f.txt"),
     "two_gentlemen_of_verona": ("two_gentlemen_of_verona_gut.txt", "two_gentlemen_of_verona_gut_f.txt"),
     "winters_tale": ("winters_tale_gut.txt", "winters_tale_gut_f.txt"),
-    # modern spelling only (not in the First Folio, or not plays)
+    # modern spelling only in the package (poems; Pericles; no Folio file for Troilus)
     "pericles": ("pericles_gut.txt", None),
     "troilus_and_cressida": ("troilus_and_cressida_gut.txt", None),
     "sonnets": ("sonnets_gut.txt", None),
@@ -485,6 +485,7 @@ def prepare():
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
         try:
             _build(tmp)
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private
             os.rename(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -589,7 +590,17 @@ def _check_causal(model, x, logits):
 
 
 def evaluate_bpb(model, batch_size, split="val", device=None):
-    """Bits per byte of `model` on the split's fixed EVAL_TOKENS targets (see the module doc)."""
+    """Bits per byte of `model` on the split's fixed EVAL_TOKENS targets (see the module doc).
+
+    With EVOLVE_HELDOUT=1 (set only when the engine re-scores a champion), evaluating "val" also
+    scores the held-out test split and prints `test_bpb: <value>`; the search never sees it."""
+    bpb = _bits_per_byte(model, batch_size, split, device)
+    if split == "val" and os.environ.get("EVOLVE_HELDOUT") == "1":
+        print(f"test_bpb: {_bits_per_byte(model, batch_size, 'test', device):.6f}", flush=True)
+    return bpb
+
+
+def _bits_per_byte(model, batch_size, split, device):
     import torch
     import torch.nn.functional as F
     if device is None:

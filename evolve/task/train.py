@@ -204,7 +204,7 @@ class Muon(torch.optim.Optimizer):
 
 
 def make_optimizers(model):
-    matrices = [p for n, p in model.blocks.named_parameters() if p.ndim == 2]
+    matrices = [p for p in model.blocks.parameters() if p.ndim == 2]
     scalars = [model.resid_lambdas, model.x0_lambdas, model.ve_lambdas]
     dim_scale = (MODEL_DIM / 768) ** -0.5
     embeds = [model.wte.weight] + [e.weight for e in model.value_embeds]
