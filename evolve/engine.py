@@ -68,10 +68,8 @@ class Engine:
             self.resumed = False
         self.lab = self.ws.lab
         self.journal = Journal(self.run_dir, self.n)
-        self.state = RunState(self.n, self.cfg.selection.population_size)
         records = self.journal.load()
-        for record in records:
-            self.state.apply(record)
+        self.state = RunState.replay(self.n, self.cfg.selection.population_size, records)
         self.journal.rewrite_views(records)
         self._reconcile_refs()
         for pidfile in (self.run_dir / "pids").glob("*.pid"):

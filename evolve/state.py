@@ -43,6 +43,13 @@ class RunState:
         if not self.islands:
             self.islands = [IslandState(k, Population(self.population_size)) for k in range(self.n_islands)]
 
+    @classmethod
+    def replay(cls, n_islands: int, population_size: int, records: list[Record]) -> "RunState":
+        state = cls(n_islands, population_size)
+        for record in records:
+            state.apply(record)
+        return state
+
     @property
     def next_seq(self) -> int:
         return len(self.experiments)

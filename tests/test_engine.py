@@ -46,10 +46,7 @@ def read_tsv(path: Path) -> list[dict]:
 
 
 def load_state(run_dir: Path, islands: int, population_size: int = 4) -> RunState:
-    state = RunState(islands, population_size)
-    for record in Journal(run_dir, islands).load():
-        state.apply(record)
-    return state
+    return RunState.replay(islands, population_size, Journal(run_dir, islands).load())
 
 
 def trailers(repo: git.Repo, commit: str) -> dict[str, str]:

@@ -99,3 +99,26 @@ def test_llm_without_key_is_a_clear_error(tmp_path: Path):
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-v"])
+
+
+def test_llm_spend_cap_falls_back_to_offline_operators(tmp_path: Path):
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "capped"
+    with ScriptedLLM() as server:
+        # Priced as gpt-4o by litellm's local cost map (the local server does not care about the name).
+        server.script(Reply(whole_file("learning rate 0.01", "0.01"), prompt_tokens=4000, completion_tokens=500),
+                      Reply(whole_file("learning rate 0.015", "0.015"), prompt_tokens=4000, completion_tokens=500))
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.05",
+             "run.max_experiments=6", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "llm.model=openai/gpt-4o", "llm.max_cost_usd=0.001", "llm.prefetch=false", *ONLY_LLM_MUTATION],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        requests = len(server.prompts())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "reached llm.max_cost_usd=0.001: offline operators from now on" in done.stdout
+    state = load_state(run_dir, 1)
+    operators = [e.operator for e in state.experiments]
+    assert operators[:3] == ["baseline", "baseline", "llm_mutation"]
+    assert set(operators[3:]) == {"perturb"} and requests == 1
+    assert state.experiments[2].cost["usd"] > 0.001

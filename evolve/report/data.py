@@ -90,17 +90,19 @@ def read_run(run_dir: str | os.PathLike) -> RunData:
     manifest = json.loads((run_dir / "run.json").read_text())
     config = run_config(run_dir)
     records, torn = Journal(run_dir, int(manifest["islands"])).read()
-    state = new_state(manifest, config)
-    for record in records:
-        state.apply(record)
+    state = RunState.replay(int(manifest["islands"]), population_size(config), records)
     return RunData(run_dir=run_dir, name=manifest.get("run_name", run_dir.name), manifest=manifest, config=config,
                    records=records,
                    experiments=experiments_frame(state.experiments, state.sigma, float(manifest["created"])),
                    state=state, torn=torn, rescores=read_rescores(run_dir))
 
 
+def population_size(config: DictConfig) -> int:
+    return int(config_value(config, "selection.population_size", 4))
+
+
 def new_state(manifest: dict, config: DictConfig) -> RunState:
-    return RunState(int(manifest["islands"]), int(config_value(config, "selection.population_size", 4)))
+    return RunState(int(manifest["islands"]), population_size(config))
 
 
 def experiments_frame(experiments: list[Experiment], sigma: float | None, start: float) -> pd.DataFrame:
