@@ -38,6 +38,9 @@ class RunState:
     events: list[Record] = field(default_factory=list)
     sigma: float | None = None
     reset_rounds: int = 0
+    # Every successful measurement of each commit, run-wide (the same commit may be measured on
+    # several islands, e.g. the baseline with different seeds).
+    measurements: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.islands:
@@ -88,6 +91,8 @@ class RunState:
         island.experiments += 1
         island.llm_usd += exp.cost.get("usd", 0.0)
         island.last_description = exp.description
+        if exp.status != CRASH and exp.val_bpb is not None:
+            self.measurements.setdefault(exp.commit, []).append(exp.val_bpb)
         if exp.status == KEEP:
             island.keeps += 1
             island.population.add(Member(exp.commit, [exp.val_bpb], exp.island, exp.seq))
@@ -101,7 +106,13 @@ class RunState:
         return {e.seed for e in self.experiments if e.is_baseline}
 
     def hall_of_fame(self, size: int = 10) -> list[Member]:
-        return hall_of_fame([m for isl in self.islands for m in isl.population.members], size)
+        """The best distinct commits alive in any population, each scored by the mean of all its
+        measurements in the run."""
+        members = []
+        for m in (m for isl in self.islands for m in isl.population.members):
+            observed = self.measurements.get(m.commit) or m.observations
+            members.append(Member(m.commit, list(observed), m.origin_island, m.seq))
+        return hall_of_fame(members, size)
 
     def champion(self) -> Member | None:
         best = self.hall_of_fame(1)

@@ -89,3 +89,14 @@ def test_records_round_trip_through_json():
     records = [exp(0, 1, "abc", 0.99), NoiseFloor(0.002, (1.0, 1.004)),
                Migration(0, 1, (1, 2), (("abc", 0.99),), 3), Reset(1, ((1, 0, "abc", 0.99),), 4)]
     assert [from_json(to_json(r)) for r in records] == records
+
+
+def test_hall_of_fame_scores_a_commit_by_all_its_measurements():
+    state = RunState(n_islands=2, population_size=3)
+    state.apply(exp(0, 0, "base", 3.20, operator="baseline", parents=()))
+    state.apply(exp(1, 1, "base", 3.12, operator="baseline", parents=()))
+    state.apply(exp(2, 1, "child", 3.17))
+    hof = state.hall_of_fame()
+    assert [(m.commit, round(m.val_bpb, 3)) for m in hof] == [("base", 3.16), ("child", 3.17)]
+    assert state.champion().commit == "base"
+    assert state.islands[1].champion().val_bpb == 3.12  # an island keeps its own view
