@@ -240,3 +240,19 @@ def test_ctrl_c_stops_gracefully_and_leaves_clean_worktrees(tmp_path: Path, land
     time.sleep(1.0)
     leftovers = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
     assert leftovers == []
+
+
+def test_joins_an_existing_ray_cluster(tmp_path: Path, landscape: Path):
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        run_dir = tmp_path / "joined"
+        done = run_evolve("islands=2", f"ray.address={cluster.address}", "task=custom", f"task.dir={landscape}",
+                          "task.budget_s=0.05", "run.max_experiments=6", f"run.dir={run_dir}", "llm=none")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert len(assert_records_agree_with_git(run_dir, 2).experiments) == 6
+        assert "starting" in done.stdout
+    finally:
+        cluster.shutdown()
