@@ -1,0 +1,75 @@
+"""Faults injected into real runs: the run survives, records every experiment exactly once."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_engine import ROOT, assert_records_agree_with_git, evolve_cmd, landscape  # noqa: F401
+
+
+def pids_matching(pattern: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def start_run(run_dir: Path, task: Path, *extra: str) -> subprocess.Popen:
+    args = ("+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=2", "run.max_experiments=6",
+            f"run.dir={run_dir}", "run.live=false", "llm=none", *extra)
+    return subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def sigma_recorded(run_dir: Path) -> bool:
+    journal = run_dir / "journal.jsonl"
+    return journal.exists() and '"sigma"' in journal.read_text()
+
+
+def test_sigkill_of_an_island_actor_restarts_it_and_reruns_the_experiment(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "actor-killed"
+    proc = start_run(run_dir, landscape)
+    wait_for(lambda: sigma_recorded(run_dir), 120, "generation 0")
+    victim = wait_for(lambda: pids_matching("ray::Island.evaluate"), 30, "a busy island actor")[0]
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    assert "restarting it" in out
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert len(state.experiments) == 6
+    assert all(e.outcome == "ok" for e in state.experiments), [(e.outcome, e.reason) for e in state.experiments]
+
+
+def test_sigkill_of_a_fitness_process_is_recorded_and_the_run_goes_on(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "train-killed"
+    proc = start_run(run_dir, landscape)
+    wait_for(lambda: sigma_recorded(run_dir), 120, "generation 0")
+    def training_pid():  # train.py itself (not its supervisor), running in a worktree of this run
+        for pid in pids_matching("train.py"):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if argv[1:2] == [b"train.py"] and str(run_dir) in os.readlink(f"/proc/{pid}/cwd"):
+                    return pid
+            except (OSError, IndexError):
+                continue
+        return None
+    os.kill(wait_for(training_pid, 30, "a training process"), signal.SIGKILL)
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert len(state.experiments) == 6
+    killed = [e for e in state.experiments if e.outcome != "ok"]
+    assert len(killed) == 1 and killed[0].status == "crash", [(e.outcome, e.reason) for e in killed]
+    assert "SIGKILL" in killed[0].reason, killed[0].reason
