@@ -18,6 +18,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import git
 import ray
 
 from island.actor import Island, IslandSettings, Job, Measurement
@@ -62,10 +63,8 @@ class Engine:
     def _open(self) -> None:
         if Workspace.exists(self.run_dir):
             self.ws = Workspace.open(self.run_dir, self.n)
-            self.resumed = True
         else:
             self.ws = Workspace.create(self.run_dir, self.cfg.task, self.n)
-            self.resumed = False
         self.lab = self.ws.lab
         self.journal = Journal(self.run_dir, self.n)
         records = self.journal.load()
@@ -93,7 +92,7 @@ class Engine:
         """The research brief: the task's own program.md, else the project's."""
         try:
             return self.lab.read(self.ws.manifest.base_commit, "program.md")
-        except Exception:  # noqa: BLE001 - the task has none
+        except git.GitCommandError:  # the task has none
             return PROJECT_PROGRAM.read_text() if PROJECT_PROGRAM.exists() else ""
 
     def _reconcile_refs(self) -> None:

@@ -55,3 +55,13 @@ def task_cache(tmp_path_factory) -> Path:
         assert "cache: " in out
     assert sum(err.count("building") for _, err in outs) == 1
     return cache
+
+
+@pytest.fixture
+def landscape(tmp_path) -> Path:
+    """A private copy of tests/tasks/landscape: a train.py that scores its constants instantly."""
+    import shutil
+
+    task = tmp_path / "task"
+    shutil.copytree(Path(__file__).resolve().parent / "tasks" / "landscape", task)
+    return task

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import git
 import pytest
 
 from evolve.journal import Journal
-from evolve.records import Experiment, Migration, NoiseFloor, Reset
+from evolve.records import Migration, NoiseFloor, Reset
 from evolve.state import RunState
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,13 +30,6 @@ def evolve_cmd(*overrides: str) -> list[str]:
 
 def run_evolve(*overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(evolve_cmd(*overrides), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def landscape(tmp_path: Path) -> Path:
-    task = tmp_path / "task"
-    shutil.copytree(LANDSCAPE, task)
-    return task
 
 
 def read_tsv(path: Path) -> list[dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_engine import ROOT, assert_records_agree_with_git, evolve_cmd, landscape  # noqa: F401
+from tests.test_engine import ROOT, assert_records_agree_with_git, evolve_cmd
 
 
 def pids_matching(pattern: str) -> list[int]:

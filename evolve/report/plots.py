@@ -227,7 +227,7 @@ def plot_lineage(run: RunData, path: Path) -> Path:
                Line2D([], [], color="#d62728", marker="o", markerfacecolor="none", linestyle="", markersize=14,
                       label="reseeded an island")]
     ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    note = f", pruned to kept commits and their ancestors" if pruned else ""
+    note = ", pruned to kept commits and their ancestors" if pruned else ""
     ax.set_title(f"lineage: {len(nodes)} commits by generation depth (left to right){note}", fontsize=10)
     return _save(fig, path)
 
