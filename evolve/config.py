@@ -63,6 +63,12 @@ class TaskConfig:
     prepare_constants: dict[str, Any] = field(default_factory=dict)
     # Data cache for the task (tokenizer, tokens); null = ~/.cache/evolve.
     cache_dir: Optional[str] = None
+    # Per-process memory limit of a fitness run in MB (RLIMIT_DATA; null = none). CPU only: on a
+    # GPU an out-of-memory error is classified instead (RLIMIT breaks CUDA's address space).
+    max_memory_mb: Optional[int] = None
+    # prepare.py's evaluation function whose returned value must equal the printed val_bpb
+    # ("auto" = evaluate_bpb when the task defines it; null = no check; see docs/safety.md).
+    evaluator: Optional[str] = "auto"
     # Interpreter for the fitness runs, e.g. an autoresearch checkout's .venv/bin/python;
     # null = the interpreter running evolve.
     python: Optional[str] = None
@@ -183,6 +189,8 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.run.max_experiments >= 1, "run.max_experiments", cfg.run.max_experiments, "an integer >= 1")
     _require(cfg.run.hours >= 0, "run.hours", cfg.run.hours, "hours >= 0 (0 = no limit)")
     _require(cfg.task.budget_s > 0, "task.budget_s", cfg.task.budget_s, "seconds > 0")
+    _require(cfg.task.max_memory_mb is None or cfg.task.max_memory_mb >= 64, "task.max_memory_mb",
+             cfg.task.max_memory_mb, "null (no limit) or megabytes >= 64")
     _require(cfg.task.grace_s >= 0, "task.grace_s", cfg.task.grace_s, "seconds >= 0")
     _require(cfg.selection.population_size >= 1, "selection.population_size",
              cfg.selection.population_size, "an integer >= 1")

@@ -158,7 +158,8 @@ class Engine:
             pinned_prepare_sha256=self.ws.manifest.prepare_sha256,
             log_dir=str(self.run_dir / "logs"), pid_dir=str(self.run_dir / "pids"),
             num_threads=max(1, int(os.cpu_count() or 1) // self.n), extra_env=self._env(),
-            python=self.cfg.task.python or sys.executable)
+            python=self.cfg.task.python or sys.executable, max_memory_mb=self.cfg.task.max_memory_mb,
+            evaluator=self.cfg.task.evaluator)
         self._island_options = options
         self._settings = settings
         self.actors = [self._new_actor(k) for k in range(self.n)]

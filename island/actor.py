@@ -35,6 +35,8 @@ class IslandSettings:
     num_threads: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
+    max_memory_mb: int | None = None        # per-process memory limit of a fitness run (CPU only)
+    evaluator: str | None = "auto"          # prepare.py's function whose result is the score
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class Island:
         else:
             result = run_fitness(self.task_dir, budget_s=s.budget_s, grace_s=s.grace_s, log_path=log_path,
                                  seed=job.seed, extra_env=s.extra_env, python=s.python,
-                                 num_threads=s.num_threads,
+                                 num_threads=s.num_threads, max_memory_mb=s.max_memory_mb, evaluator=s.evaluator,
                                  pidfile=Path(s.pid_dir) / f"island-{self.index}.pid")
             tampered = post_run_check(self.task_dir, s.pinned_prepare_sha256)
             if tampered:

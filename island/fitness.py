@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from island import metric as _metric
 from island import supervise as _sv
 from island.environment import scrubbed_env
-from island.summary import Status, classify, log_tail, parse_summary, read_log
+from island.summary import Status, _short, classify, log_tail, parse_summary, read_log
 
 __all__ = ["FitnessResult", "Status", "run_fitness", "kill_stale", "SUPERVISOR"]
 
@@ -146,6 +147,8 @@ def run_fitness(
     num_threads: int | None = None,
     pidfile: str | os.PathLike | None = None,
     script: str = "train.py",
+    max_memory_mb: int | None = None,
+    evaluator: str | None = "auto",
 ) -> FitnessResult:
     """Run ``python train.py`` in ``workdir`` and score it.
 
@@ -153,16 +156,40 @@ def run_fitness(
     ``budget_s + grace_s`` wall seconds after start. ``pidfile``, when given, holds the supervisor's
     and train.py's pids while the run lasts (see kill_stale). Never raises for a failing train.py;
     raises ValueError for a secret-looking ``extra_env`` name and OSError if the log cannot be opened.
+
+    ``max_memory_mb``: RLIMIT_DATA of train.py and of everything it starts (per process), so an
+    allocation past it fails (MemoryError, status oom). None: no limit. CPU only in practice: CUDA
+    maps large private regions, use cgroups (or rely on CUDA OOM classification) on a GPU.
+
+    ``evaluator``: the name of the task's evaluator function in prepare.py whose returned values are
+    captured and checked against the printed val_bpb (island/metric.py); "auto" means
+    ``evaluate_bpb`` when prepare.py defines it, and None turns the check off. A mismatch, or a
+    val_bpb printed without any evaluation, is status ``metric-mismatch``.
     """
     workdir = Path(workdir)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     limit_s = float(budget_s) + float(grace_s)
     env = scrubbed_env(os.environ, extra_env, budget_s=budget_s, seed=seed, num_threads=num_threads)
+    if evaluator == "auto":
+        evaluator = _metric.evaluator_name(workdir)
+    elif evaluator is not None:
+        evaluator = _metric.evaluator_name(workdir, evaluator)
+    if evaluator is None:
+        return _run(workdir, env, limit_s, log_path, python, pidfile, script, max_memory_mb, None)
+    with _metric.Capture(evaluator) as capture:
+        env.update(capture.env(env))
+        return _run(workdir, env, limit_s, log_path, python, pidfile, script, max_memory_mb, capture)
 
+
+def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, python: str,
+         pidfile: str | os.PathLike | None, script: str, max_memory_mb: int | None,
+         capture: _metric.Capture | None) -> FitnessResult:
     rfd, wfd = os.pipe()
     cmd = [*_SUPERVISOR_CMD,
            "--deadline", repr(limit_s), "--status-fd", str(wfd), "--parent-pid", str(os.getpid())]
+    if max_memory_mb is not None:
+        cmd += ["--max-memory-mb", str(int(max_memory_mb))]
     if pidfile is not None:
         Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
         cmd += ["--pidfile", str(pidfile)]
@@ -176,7 +203,7 @@ def run_fitness(
             t0 = time.monotonic()
             proc = subprocess.Popen(
                 cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(wfd,), close_fds=True, start_new_session=True,
+                pass_fds=(wfd,) if capture is None else (wfd, capture.fd), close_fds=True, start_new_session=True,
             )
         os.close(wfd)
         wfd = -1
@@ -230,6 +257,14 @@ def run_fitness(
     summary = parse_summary(text)
     metrics = {k: v for k, v in summary.items() if math.isfinite(v)}
     val_bpb = summary.get("val_bpb") if status is Status.OK else None
+    if status is Status.OOM and max_memory_mb is not None:
+        reason = _short(f"{reason} (memory limit: max_memory_mb={int(max_memory_mb)} per process)")
+    if capture is not None and status is Status.OK:
+        captured, refused = _metric.check(val_bpb, capture.read(), capture.evaluator)
+        if refused:
+            status, reason, val_bpb = Status.METRIC_MISMATCH, refused, None
+        else:
+            val_bpb = captured
     return FitnessResult(
         status=status,
         val_bpb=val_bpb,

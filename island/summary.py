@@ -21,6 +21,8 @@ class Status(str, enum.Enum):
     OOM = "oom"
     NAN = "nan"
     REJECTED = "rejected"  # produced by the guards, never by a run
+    # The printed val_bpb is not what the task's evaluator returned (island/metric.py).
+    METRIC_MISMATCH = "metric-mismatch"
 
     def __str__(self) -> str:  # "ok", not "Status.OK"
         return self.value
@@ -33,6 +35,8 @@ OOM_PATTERNS: tuple[str, ...] = (
     "std::bad_alloc",
     "out of memory",  # HIP/MPS/XLA/cuBLAS spellings ("CUBLAS_STATUS_ALLOC_FAILED" aside)
     "CUBLAS_STATUS_ALLOC_FAILED",
+    "can't allocate memory",  # torch's DefaultCPUAllocator
+    "Cannot allocate memory",  # ENOMEM from the OS (fork, mmap) under a memory limit
 )
 
 MAX_REASON = 300

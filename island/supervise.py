@@ -1,7 +1,7 @@
 """Fitness-run supervisor: run one command, and leave no process behind.
 
     python -I -S island/supervise.py --deadline 330 [--pidfile F] [--status-fd N]
-                                     [--parent-pid P] -- python train.py
+                                     [--parent-pid P] [--max-memory-mb M] -- python train.py
     python -m island.supervise ...   (same thing; island.fitness uses BOOTSTRAP below)
 
 What it guarantees:
@@ -13,6 +13,9 @@ What it guarantees:
     also after the command exits normally, every descendant is SIGKILLed and reaped;
   * the command itself gets PR_SET_PDEATHSIG=SIGKILL, so even a SIGKILL of the supervisor takes it
     down;
+  * with --max-memory-mb, the command gets RLIMIT_DATA (soft and hard) of that many MiB before
+    exec: allocations past it fail with ENOMEM (Python: MemoryError). Per process, inherited by
+    what it starts; not for CUDA processes (use a cgroup there);
   * the outcome goes to --status-fd as one JSON line (``result {...}``); the exit status mirrors the
     command's (128+N for signal N) and is 124 when the deadline killed it.
 
@@ -143,8 +146,15 @@ def is_alive(pid: int) -> bool:
 
 class Supervisor:
     def __init__(self, argv: list[str], deadline_s: float, pidfile: str | None, status_fd: int | None,
-                 parent_pid: int | None):
+                 parent_pid: int | None, max_memory_mb: int | None = None):
         self.argv = argv
+        self.max_memory_mb = max_memory_mb
+        self._setrlimit = None
+        if max_memory_mb is not None:
+            import resource  # a small C module, imported only when a limit is asked for
+
+            limit = int(max_memory_mb) << 20
+            self._setrlimit = lambda: resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
         self.deadline_s = deadline_s
         self.pidfile = pidfile
         self.status_fd = status_fd
@@ -219,6 +229,8 @@ class Supervisor:
                 for s in RESET_IN_CHILD:
                     signal.signal(s, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                if self._setrlimit is not None:
+                    self._setrlimit()
                 os.execvp(self.argv[0], self.argv)
             except BaseException as e:  # noqa: BLE001 - report anything, then die
                 try:
@@ -327,9 +339,9 @@ class Supervisor:
         return rc if rc >= 0 else 128 - rc
 
 
-def _parse(argv: list[str]) -> tuple[list[str], float, str | None, int | None, int | None]:
+def _parse(argv: list[str]) -> tuple[list[str], float, str | None, int | None, int | None, int | None]:
     usage = ("usage: supervise.py --deadline SECONDS [--pidfile PATH] [--status-fd N] "
-             "[--parent-pid PID] -- COMMAND [ARGS...]")
+             "[--parent-pid PID] [--max-memory-mb MIB] -- COMMAND [ARGS...]")
     if "--" not in argv:
         raise SystemExit(usage)
     split = argv.index("--")
@@ -337,23 +349,26 @@ def _parse(argv: list[str]) -> tuple[list[str], float, str | None, int | None, i
     if not cmd or len(opts) % 2:
         raise SystemExit(usage)
     values = dict(zip(opts[::2], opts[1::2]))
-    unknown = set(values) - {"--deadline", "--pidfile", "--status-fd", "--parent-pid"}
+    unknown = set(values) - {"--deadline", "--pidfile", "--status-fd", "--parent-pid", "--max-memory-mb"}
     if unknown or "--deadline" not in values:
         raise SystemExit(usage)
     status_fd = int(values["--status-fd"]) if "--status-fd" in values else None
     parent = int(values["--parent-pid"]) if "--parent-pid" in values else None
-    return cmd, float(values["--deadline"]), values.get("--pidfile"), status_fd, parent
+    memory = int(values["--max-memory-mb"]) if "--max-memory-mb" in values else None
+    if memory is not None and memory <= 0:
+        raise ValueError("--max-memory-mb must be positive")
+    return cmd, float(values["--deadline"]), values.get("--pidfile"), status_fd, parent, memory
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cmd, deadline, pidfile, status_fd, parent = _parse(sys.argv[1:] if argv is None else argv)
+        cmd, deadline, pidfile, status_fd, parent, memory = _parse(sys.argv[1:] if argv is None else argv)
     except (SystemExit, ValueError) as e:
         sys.stderr.write(f"{e}\n")
         return EXIT_USAGE
     if status_fd is not None:
         os.set_inheritable(status_fd, False)  # the command must not hold our status pipe open
-    return Supervisor(cmd, deadline, pidfile, status_fd, parent).run()
+    return Supervisor(cmd, deadline, pidfile, status_fd, parent, memory).run()
 
 
 def exit_now(code: int) -> None:
