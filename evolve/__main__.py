@@ -42,15 +42,18 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     OmegaConf.update(cfg, "run.dir", str(run_dir))
-    from .engine import Engine  # heavy imports (ray, torch-free island code) only once the config is valid
-    from .llm_choice import choose_llm
-
     try:
+        from .engine import Engine  # heavy imports (ray) only once the config is valid
+        from .llm_choice import choose_llm
+
         llm = choose_llm(cfg.llm)
         Engine(cfg, run_dir, islands, llm).run()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # before the loop started (the loop handles its own)
+        print("\n[evolve] interrupted during start-up; nothing was lost, rerun to resume", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
