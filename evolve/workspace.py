@@ -27,6 +27,7 @@ from .config import ConfigError
 from .lab import Lab
 
 PACKAGED_TASK = Path(__file__).resolve().parent / "task"
+PROJECT_ROOT = PACKAGED_TASK.parents[1]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,9 @@ class Workspace:
                                   "train.py and prepare.py (the autoresearch convention)")
         run_name = run_name_for(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        in_user_repo = task_cfg.dir is not None and _inside_git_repo(task_dir)
+        # A task inside evolve's own checkout (e.g. tests/tasks/...) is copied, never run in place:
+        # island branches and worktrees belong in the user's repository, not in this project's.
+        in_user_repo = task_cfg.dir is not None and _git_toplevel(task_dir) not in (None, PROJECT_ROOT)
         if in_user_repo:
             lab = Lab.open_user_repo(task_dir, run_name)
             head = lab.head()
@@ -125,9 +128,8 @@ class Workspace:
                 for k in range(self.manifest.islands)]
 
 
-def _inside_git_repo(path: Path) -> bool:
+def _git_toplevel(path: Path) -> Path | None:
     try:
-        git.Repo(path, search_parent_directories=True)
-        return True
+        return Path(git.Repo(path, search_parent_directories=True).working_tree_dir).resolve()
     except (git.InvalidGitRepositoryError, git.NoSuchPathError):
-        return False
+        return None

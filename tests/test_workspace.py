@@ -73,3 +73,11 @@ def test_uncommitted_task_files_in_a_user_repo_are_refused(tmp_path: Path):
     (task / "train.py").write_text((task / "train.py").read_text() + "\n# local edit\n")
     with pytest.raises(LabError, match="uncommitted changes"):
         Workspace.create(tmp_path / "run", config("task=custom", f"task.dir={task}").task, 2)
+
+
+def test_a_task_inside_this_project_is_copied_not_run_in_place(tmp_path: Path):
+    inside = Path(__file__).parent / "tasks" / "landscape"
+    ws = Workspace.create(tmp_path / "run", config("task=custom", f"task.dir={inside}").task, 2)
+    assert Path(ws.manifest.lab_dir) == tmp_path / "run" / "lab"
+    project = git.Repo(Path(__file__).resolve().parents[1])
+    assert not [h for h in project.heads if h.name.startswith("evolve/")]

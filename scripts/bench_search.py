@@ -1,0 +1,399 @@
+#!/usr/bin/env python3
+"""Search benchmark: islands (migration + resets) against the anchor's ratchet at equal evaluations.
+
+    python scripts/bench_search.py                        # 10 seeds x {ratchet, islands}, 60 evaluations each
+    python scripts/bench_search.py --seeds 30             # tighter intervals (about 3x as long)
+    python scripts/bench_search.py --configs ratchet,islands,islands-noreset,islands-solo
+    python scripts/bench_search.py --set DEEP_WIDTH=0.3 --set NOISE=0.002   # another landscape
+    python scripts/bench_search.py --simulate 2000        # only the engine-free ratchet check (seconds)
+
+The task is scripts/tasks/deceptive (train.py scores its two constants instantly on a deceptive
+landscape whose numbers are all constants of its prepare.py; see there). Every run uses the offline
+operators only (llm=none) and the same total number of evaluations (run.max_experiments,
+baselines included), so the islands pay for their four baselines out of the same budget:
+
+    ratchet          islands=1 selection=ratchet                (perturb only, keep any strict gain)
+    islands          islands=4 migration.interval=5 reset.interval=10 reset.fraction=0.5
+                     (default selection and operator mix: perturb 0.8 / crossover 0.2 without an LLM)
+    islands-noreset  the same with reset.interval=0
+    islands-solo     the same with migration.interval=0 reset.interval=0 (four independent populations)
+
+All runs happen in this one process: one ray.init(), then evolve.engine.Engine(cfg, run_dir, islands,
+llm=None).run() per run with the config composed by Hydra from conf/ (the engine reuses an initialized
+Ray and leaves it running), which saves the ~5 s Ray start-up of each `python -m evolve`. Seeds are
+interleaved (seed 0 of every config, then seed 1, ...) so that machine load drifts hit all configs alike.
+
+Printed per config: success rate (best score below the task's SUCCESS_THRESHOLD) with a Wilson 95%
+interval, median best score and median evaluations to reach it with bootstrap 95% intervals, median
+evaluations to success among the successful runs, and the success-rate ratio against the ratchet.
+Before the engine runs, a pure-Python ratchet with the real perturb operator (no engine) checks
+that the landscape is deceptive at this budget (--simulate N runs; 0 skips it).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import math
+import os
+import platform
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from operators.constants import find_constants, rewrite_constants  # noqa: E402
+from operators.perturb import Perturb  # noqa: E402
+from operators.candidate import Parent  # noqa: E402
+
+TASK = ROOT / "scripts" / "tasks" / "deceptive"
+
+CONFIGS: dict[str, tuple[int, list[str]]] = {
+    "ratchet": (1, ["selection=ratchet"]),
+    "islands": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5"]),
+    "islands-noreset": (4, ["migration.interval=5", "reset.interval=0"]),
+    "islands-solo": (4, ["migration.interval=0", "reset.interval=0"]),
+}
+
+
+# ---- statistics -------------------------------------------------------------------------------------
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap_median(values: list[float], resamples: int, rng: random.Random) -> tuple[float, float, float]:
+    """(median, 2.5th, 97.5th percentile of the bootstrap distribution of the median)."""
+    if not values:
+        return (math.nan, math.nan, math.nan)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    lo = medians[int(0.025 * (resamples - 1))]
+    hi = medians[int(math.ceil(0.975 * (resamples - 1)))]
+    return (statistics.median(values), lo, hi)
+
+
+# ---- the task ---------------------------------------------------------------------------------------
+def parse_sets(pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if not _:
+            raise SystemExit(f"--set expects NAME=VALUE, got {pair!r}")
+        try:
+            value: object = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                value = text
+        out[name.strip()] = value
+    return out
+
+
+def copy_task(src: Path, dest: Path, prepare_sets: dict[str, object]) -> Path:
+    """The task copied outside any git repository (a task.dir inside one is used in place: the
+    engine would put its branches there), with prepare.py's constants rewritten."""
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    if prepare_sets:
+        prepare = dest / "prepare.py"
+        prepare.write_text(rewrite_constants(prepare.read_text(), prepare_sets))
+    from evolve.workspace import _inside_git_repo
+    if _inside_git_repo(dest):
+        raise SystemExit(f"{dest} is inside a git repository; choose --workdir outside one")
+    return dest
+
+
+def load_prepare(task: Path):
+    spec = importlib.util.spec_from_file_location(f"bench_prepare_{id(task)}", task / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def simulate_ratchet(task: Path, runs: int, evaluations: int, seed: int = 12345) -> tuple[float, float]:
+    """A pure-Python ratchet with the engine's perturb operator on the task's train.py: the fraction
+    of runs whose best reaches the threshold, and the fraction found within the first 10 evaluations."""
+    prepare = load_prepare(task)
+    source = (task / "train.py").read_text()
+    op = Perturb()
+    names = prepare.PARAMS
+    found = early = 0
+    for r in range(runs):
+        rng = random.Random(seed + r)
+        head = source
+        head_score = None
+        for e in range(evaluations):
+            if head_score is None:  # the baseline
+                consts = find_constants(head)
+                head_score = prepare.evaluate({n: consts[n].value for n in names}, 0)
+                continue
+            cand = op.propose([Parent(commit="x", source=head, val_bpb=head_score, island=0)], rng).source
+            consts = find_constants(cand)
+            score = prepare.evaluate({n: consts[n].value for n in names}, 0)
+            if score < head_score:
+                head, head_score = cand, score
+                if score < prepare.SUCCESS_THRESHOLD:
+                    found += 1
+                    early += e < 10
+                    break
+    return found / runs, early / runs
+
+
+# ---- engine runs ------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    config: str
+    seed: int
+    evaluations: int
+    best: float
+    evals_to_best: int        # 1-based count of evaluations when the final best was first measured
+    evals_to_success: int | None
+    crashes: int
+    wall_s: float
+    resets: int
+    migrations: int
+
+
+def compose(islands: int, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from evolve.config import register
+
+    register()  # the structured schema conf/config.yaml builds on (python -m evolve does this at import)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=[f"islands={islands}", *overrides])
+
+
+def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path, threshold: float,
+            log_dir: Path) -> Outcome:
+    from omegaconf import OmegaConf
+
+    from evolve.config import validate
+    from evolve.engine import Engine
+    from evolve.records import Migration, Reset
+
+    islands, extra = CONFIGS[config]
+    overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
+                 f"run.max_experiments={evaluations}", "run.live=false", f"seed={seed}", *extra]
+    cfg = compose(islands, overrides)
+    run_dir = workdir / f"{config}-seed{seed}"
+    OmegaConf.update(cfg, "run.dir", str(run_dir))
+    validate(cfg, islands)
+    t0 = time.time()
+    with open(log_dir / f"{config}-seed{seed}.log", "w") as log, contextlib.redirect_stdout(log):
+        state = Engine(cfg, run_dir, islands, llm=None).run()
+    wall = time.time() - t0
+    ok = [e for e in state.experiments if e.val_bpb is not None]
+    best = min(e.val_bpb for e in ok) if ok else math.inf
+    evals_to_best = next(e.seq + 1 for e in state.experiments if e.val_bpb == best) if ok else evaluations
+    success = next((e.seq + 1 for e in state.experiments if e.val_bpb is not None and e.val_bpb < threshold), None)
+    return Outcome(config=config, seed=seed, evaluations=len(state.experiments), best=best,
+                   evals_to_best=evals_to_best, evals_to_success=success,
+                   crashes=sum(e.val_bpb is None for e in state.experiments), wall_s=wall,
+                   resets=sum(isinstance(e, Reset) for e in state.events),
+                   migrations=sum(isinstance(e, Migration) for e in state.events))
+
+
+# ---- output -----------------------------------------------------------------------------------------
+def machine() -> str:
+    try:
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "?"
+    return (f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, load average {load}, "
+            f"Python {platform.python_version()}")
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, default=10, help="runs per config (default 10)")
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--evaluations", type=int, default=60, help="run.max_experiments of every run (default 60)")
+    ap.add_argument("--configs", default="ratchet,islands",
+                    help=f"comma-separated, from {', '.join(CONFIGS)} (default ratchet,islands)")
+    ap.add_argument("--task", type=Path, default=TASK, help="task dir (default scripts/tasks/deceptive)")
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                    help="rewrite a constant of the task's prepare.py in the benchmark's copy (repeatable)")
+    ap.add_argument("--simulate", type=int, default=500,
+                    help="runs of the engine-free ratchet check (0 = skip); with --seeds 0 only this runs")
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for median intervals")
+    ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temporary dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the run directories")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="JSON-lines file: every finished run is appended; runs already in it (same config, "
+                         "seed, evaluations, --set) are not run again, so an interrupted benchmark resumes and "
+                         "seeds can be added in later invocations; the table covers the requested seeds")
+    args = ap.parse_args()
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for c in configs:
+        if c not in CONFIGS:
+            raise SystemExit(f"--configs: unknown {c!r}; expected some of {', '.join(CONFIGS)}")
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-search-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        task = copy_task(args.task.resolve(), workdir / "task", parse_sets(args.set))
+        prepare = load_prepare(task)
+        threshold = float(prepare.SUCCESS_THRESHOLD)
+        started = time.time()
+        print(f"[bench_search] {dt.date.today()} {machine()}", flush=True)
+        print(f"[bench_search] task {args.task} (copy: {task}); success = best score < {threshold}; "
+              f"{args.evaluations} evaluations per run; overrides {args.set or 'none'}", flush=True)
+
+        sim = None
+        if args.simulate > 0:
+            t0 = time.time()
+            sim = simulate_ratchet(task, args.simulate, args.evaluations)
+            print(f"[bench_search] engine-free ratchet check: {sim[0]:.1%} of {args.simulate} runs find the well in "
+                  f"{args.evaluations} evaluations ({sim[1]:.1%} within the first 10) [{time.time() - t0:.1f} s]",
+                  flush=True)
+
+        outcomes: list[Outcome] = []
+        done: dict[tuple[str, int], Outcome] = {}
+        context = {"evaluations": args.evaluations, "sets": sorted(args.set), "task": args.task.name}
+        if args.results and args.results.exists():
+            for line in args.results.read_text().splitlines():
+                record = json.loads(line)
+                if record.pop("context") == context:
+                    o = Outcome(**record)
+                    done[(o.config, o.seed)] = o
+        todo = [(seed, config) for seed in range(args.first_seed, args.first_seed + args.seeds) for config in configs]
+        for seed, config in todo:
+            if (config, seed) in done:
+                outcomes.append(done[(config, seed)])
+        todo = [(seed, config) for seed, config in todo if (config, seed) not in done]
+        if done and args.results:
+            print(f"[bench_search] {len(outcomes)} runs taken from {args.results}, {len(todo)} to run", flush=True)
+        if todo:
+            import ray
+
+            t0 = time.time()
+            ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=256 * 1024 * 1024,
+                     configure_logging=True, logging_level="warning")
+            print(f"[bench_search] ray.init {time.time() - t0:.1f} s (once, not counted in the runs)", flush=True)
+            log_dir = workdir / "logs"
+            log_dir.mkdir(exist_ok=True)
+            try:
+                for seed, config in todo:
+                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir)
+                    outcomes.append(o)
+                    if args.results:
+                        with open(args.results, "a") as f:
+                            f.write(json.dumps({**asdict(o), "context": context}) + "\n")
+                    print(f"  {config:<16} seed {seed:>3}: best {o.best:.4f} after {o.evals_to_best:>3} evals, "
+                          f"{'FOUND at ' + str(o.evals_to_success) if o.evals_to_success else 'stuck':<12} "
+                          f"({o.evaluations} evals, {o.migrations} migrations, {o.resets} resets, "
+                          f"{o.wall_s:.1f} s)", flush=True)
+                    if not args.keep:
+                        shutil.rmtree(workdir / f"{config}-seed{seed}", ignore_errors=True)
+            finally:
+                ray.shutdown()
+
+        rng = random.Random(0)
+        rows = []
+        base_rate = None
+        for config in configs:
+            runs = [o for o in outcomes if o.config == config]
+            if not runs:
+                continue
+            n = len(runs)
+            k = sum(o.evals_to_success is not None for o in runs)
+            lo, hi = wilson(k, n)
+            rate = k / n
+            if config == "ratchet":
+                base_rate = rate
+            best = bootstrap_median([o.best for o in runs], args.bootstrap, rng)
+            to_best = bootstrap_median([float(o.evals_to_best) for o in runs], args.bootstrap, rng)
+            succ = [float(o.evals_to_success) for o in runs if o.evals_to_success is not None]
+            if len(succ) >= 2:
+                m, lo_s, hi_s = bootstrap_median(succ, args.bootstrap, rng)
+                to_succ = f"{m:.0f} [{lo_s:.0f}, {hi_s:.0f}]"
+            else:
+                to_succ = f"{succ[0]:.0f}" if succ else "-"
+            islands = CONFIGS[config][0]
+            rows.append([
+                config, str(islands), f"{k}/{n} = {rate:.0%} [{lo:.0%}, {hi:.0%}]",
+                f"{best[0]:.3f} [{best[1]:.3f}, {best[2]:.3f}]",
+                f"{to_best[0]:.0f} [{to_best[1]:.0f}, {to_best[2]:.0f}]",
+                to_succ,
+                f"{statistics.fmean(o.wall_s for o in runs):.1f}",
+            ])
+        def ratio(rate: float, base: float | None) -> str:
+            if base is None:
+                return "-"
+            if base == 0:
+                return "inf" if rate > 0 else "-"
+            return f"{rate / base:.2f}x"
+
+        def ratio_interval(found: list[bool], base_found: list[bool]) -> str:
+            """Percentile bootstrap of rate/rate_ratchet, resampling both sets of runs."""
+            ratios = []
+            for _ in range(args.bootstrap):
+                a = sum(rng.choices(found, k=len(found))) / len(found)
+                b = sum(rng.choices(base_found, k=len(base_found))) / len(base_found)
+                ratios.append(math.inf if b == 0 else a / b)
+            ratios.sort()
+            lo = ratios[int(0.025 * (len(ratios) - 1))]
+            hi = ratios[int(math.ceil(0.975 * (len(ratios) - 1)))]
+            fmt = lambda x: "inf" if math.isinf(x) else f"{x:.1f}"  # noqa: E731
+            return f" [{fmt(lo)}, {fmt(hi)}]"
+
+        ratchet_found = [o.evals_to_success is not None for o in outcomes if o.config == "ratchet"]
+        for row, config in zip(rows, [c for c in configs if any(o.config == c for o in outcomes)]):
+            runs = [o for o in outcomes if o.config == config]
+            found = [o.evals_to_success is not None for o in runs]
+            rate = sum(found) / len(runs)
+            interval = ratio_interval(found, ratchet_found) if ratchet_found and config != "ratchet" else ""
+            row.append(ratio(rate, base_rate) + interval)
+            if sim:
+                row.append(ratio(rate, sim[0]))
+
+        print()
+        print(f"## Search benchmark ({dt.date.today()}): {args.seeds} seeds x {args.evaluations} evaluations, "
+              f"success = best < {threshold}")
+        print(f"machine: {machine()}; total {time.time() - started:.0f} s")
+        if sim:
+            lo, hi = wilson(round(sim[0] * args.simulate), args.simulate)
+            print(f"engine-free ratchet check ({args.simulate} runs, same perturb operator and acceptance, no engine): "
+                  f"{sim[0]:.1%} [{lo:.1%}, {hi:.1%}] find the well ({sim[1]:.1%} within 10 evaluations)")
+        if rows:
+            print()
+            header = ["config", "islands", "success [Wilson 95%]", "median best [95% boot]",
+                      "median evals to best [95%]", "median evals to success", "s/run", "rate vs ratchet [95% boot]"]
+            if sim:
+                header.append("rate vs engine-free ratchet")
+            print(table(rows, header))
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        elif args.keep:
+            print(f"\nruns kept in {workdir}")
+
+
+if __name__ == "__main__":
+    main()
