@@ -26,7 +26,7 @@ from island.environment import scrubbed_env
 from island.fitness import kill_stale
 from operators.candidate import NoCandidate
 
-from .config import OnMaxCost
+from .config import ConfigError, OnMaxCost
 from .journal import Journal
 from .lab import Trailers
 from .llm_choice import LLMChoice
@@ -146,8 +146,9 @@ class Engine:
         if gpus:
             need = self.n * self.cfg.ray.gpus_per_island
             if need > gpus:
-                raise RuntimeError(f"islands={self.n} x ray.gpus_per_island={self.cfg.ray.gpus_per_island} needs "
-                                   f"{need:g} GPUs; the cluster has {gpus:g}")
+                raise ConfigError(f"islands={self.n} x ray.gpus_per_island={self.cfg.ray.gpus_per_island} needs "
+                                  f"{need:g} GPUs; the cluster has {gpus:g}: lower islands, or set "
+                                  "ray.gpus_per_island to a fraction to share GPUs")
             options = dict(num_gpus=self.cfg.ray.gpus_per_island, num_cpus=0)
         else:
             # A fraction of a CPU each, so the islands never hold every CPU slot (Ray would then

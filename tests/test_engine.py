@@ -248,3 +248,32 @@ def test_joins_an_existing_ray_cluster(tmp_path: Path, landscape: Path):
         assert "starting" in done.stdout
     finally:
         cluster.shutdown()
+
+
+def test_one_gpu_per_island_on_a_cluster_with_gpus(tmp_path: Path, landscape: Path):
+    """Ray accepts declared GPUs on a CPU machine: islands get num_gpus=1 and distinct devices."""
+    from ray.cluster_utils import Cluster
+
+    train = landscape / "train.py"
+    train.write_text("import os\nprint('device:', os.environ.get('CUDA_VISIBLE_DEVICES'))\n" + train.read_text())
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 2,
+                                                             "include_dashboard": False})
+    try:
+        too_many = run_evolve("islands=3", f"ray.address={cluster.address}", "task=custom",
+                              f"task.dir={landscape}", f"run.dir={tmp_path / 'three'}", "llm=none")
+        assert too_many.returncode == 2 and "error: islands=3" in too_many.stderr
+        assert "needs 3 GPUs; the cluster has 2" in too_many.stderr and "Traceback" not in too_many.stderr
+        run_dir = tmp_path / "gpus"
+        done = run_evolve("islands=2", f"ray.address={cluster.address}", "task=custom", f"task.dir={landscape}",
+                          "task.budget_s=0.05", "run.max_experiments=4", f"run.dir={run_dir}", "llm=none")
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        cluster.shutdown()
+    state = assert_records_agree_with_git(run_dir, 2)
+    devices = {}
+    for exp in state.experiments:
+        line = next(x for x in (run_dir / exp.log).read_text().splitlines() if x.startswith("device:"))
+        devices.setdefault(exp.island, set()).add(line.split()[1])
+    assert all(len(d) == 1 for d in devices.values()), devices  # an island keeps its GPU
+    assert devices[0] != devices[1] and devices[0] | devices[1] <= {"0", "1"}
