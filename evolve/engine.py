@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import git
@@ -166,8 +166,14 @@ class Engine:
         self.actors = [self._new_actor(k) for k in range(self.n)]
 
     def _new_actor(self, k: int):
+        # Each island keeps its own compile caches across experiments (outside the worktree, which
+        # is cleaned after every run), so an unchanged or slightly changed model starts warm.
+        caches = self.run_dir / "cache" / f"island-{k}"
+        env = {**self._settings.extra_env, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
+               "TRITON_CACHE_DIR": str(caches / "triton")}
+        settings = replace(self._settings, extra_env=env)
         remote = ray.remote(Island).options(**self._island_options, name=None)
-        return remote.remote(k, str(self.ws.worktree(k)), str(self.task_dirs[k]), self._settings)
+        return remote.remote(k, str(self.ws.worktree(k)), str(self.task_dirs[k]), settings)
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> RunState:

@@ -255,7 +255,8 @@ def test_one_gpu_per_island_on_a_cluster_with_gpus(tmp_path: Path, landscape: Pa
     from ray.cluster_utils import Cluster
 
     train = landscape / "train.py"
-    train.write_text("import os\nprint('device:', os.environ.get('CUDA_VISIBLE_DEVICES'))\n" + train.read_text())
+    train.write_text("import os\nprint('device:', os.environ.get('CUDA_VISIBLE_DEVICES'))\n"
+                     "print('inductor:', os.environ.get('TORCHINDUCTOR_CACHE_DIR'))\n" + train.read_text())
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 2,
                                                              "include_dashboard": False})
@@ -277,3 +278,6 @@ def test_one_gpu_per_island_on_a_cluster_with_gpus(tmp_path: Path, landscape: Pa
         devices.setdefault(exp.island, set()).add(line.split()[1])
     assert all(len(d) == 1 for d in devices.values()), devices  # an island keeps its GPU
     assert devices[0] != devices[1] and devices[0] | devices[1] <= {"0", "1"}
+    caches = {exp.island: next(x for x in (run_dir / exp.log).read_text().splitlines()
+                               if x.startswith("inductor:")).split()[1] for exp in state.experiments}
+    assert caches == {k: str(run_dir / "cache" / f"island-{k}" / "inductor") for k in (0, 1)}
