@@ -136,7 +136,9 @@ class Engine:
         if self._own_ray:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            kwargs = dict(address=self.cfg.ray.address, include_dashboard=False, log_to_driver=False,
+            # "local" = always a private cluster: never attach to one that `ray start` (or another
+            # run) left on this node, which address=None would do.
+            kwargs = dict(address=self.cfg.ray.address or "local", include_dashboard=False, log_to_driver=False,
                           configure_logging=True, logging_level="warning")
             if self.cfg.ray.address is None:
                 kwargs["object_store_memory"] = self.cfg.ray.object_store_mb * 1024 * 1024

@@ -246,6 +246,10 @@ def test_joins_an_existing_ray_cluster(tmp_path: Path, landscape: Path):
         assert done.returncode == 0, done.stderr[-3000:]
         assert len(assert_records_agree_with_git(run_dir, 2).experiments) == 6
         assert "starting" in done.stdout
+        # Without ray.address the run starts its own private cluster, even with this one running.
+        private = run_evolve("islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=0.05",
+                             "run.max_experiments=4", f"run.dir={tmp_path / 'private'}", "llm=none")
+        assert private.returncode == 0, private.stderr[-3000:]
     finally:
         cluster.shutdown()
 

@@ -216,6 +216,13 @@ def _reply(description: str, source: str):
     return Reply(f"DESCRIPTION: {description}\n\n```python\n{source}```\n")
 
 
+def _parent(pid: str) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _leftovers(root: Path) -> list[str]:
     """Processes carrying the marker, or whose cwd is under ``root``."""
     found = subprocess.run(["pgrep", "-af", MARKER], capture_output=True, text=True).stdout.splitlines()
@@ -225,7 +232,7 @@ def _leftovers(root: Path) -> list[str]:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if cwd.startswith(str(root)) and int(pid) != os.getpid():
+        if cwd.startswith(str(root)) and os.getpid() not in (int(pid), _parent(pid)):  # not our own git helpers
             found.append(f"{pid} cwd={cwd}")
     return found
 
