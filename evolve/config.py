@@ -128,7 +128,7 @@ class LLMConfig:
     # Stop using the LLM once the run's LLM spend reaches this many dollars (0 = no cap).
     max_cost_usd: float = 0.0
     on_max_cost: OnMaxCost = OnMaxCost.offline
-    # Per-island temperament, e.g. llm.islands={1: {temperature: 1.1}, 2: {model: openai/gpt-4o-mini}}.
+    # Per-island temperament, e.g. '+llm.islands={1: {temperature: 1.1}, 2: {model: openai/gpt-4o-mini}}'.
     islands: dict[int, Any] = field(default_factory=dict)
 
 

@@ -81,3 +81,15 @@ def test_a_task_inside_this_project_is_copied_not_run_in_place(tmp_path: Path):
     assert Path(ws.manifest.lab_dir) == tmp_path / "run" / "lab"
     project = git.Repo(Path(__file__).resolve().parents[1])
     assert not [h for h in project.heads if h.name.startswith("evolve/")]
+
+
+def test_per_island_llm_temperament_composes_and_is_validated():
+    from evolve.config import validate
+
+    cfg = config("+llm.islands={0: {temperature: 0.3}, 1: {model: openai/gpt-4o-mini}}")
+    validate(cfg, 2)
+    assert dict(cfg.llm.islands[1]) == {"model": "openai/gpt-4o-mini"}
+    with pytest.raises(ConfigError, match=r"llm.islands.5.*an island index in 0..1"):
+        validate(config("+llm.islands={5: {temperature: 0.3}}"), 2)
+    with pytest.raises(ConfigError, match=r"llm.islands.0.colour.*one of model, temperature"):
+        validate(config("+llm.islands={0: {colour: red}}"), 2)
