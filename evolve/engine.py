@@ -23,6 +23,8 @@ import ray
 
 from island.actor import Island, IslandSettings, Job, Measurement
 from island.environment import scrubbed_env
+from island.fitness import FitnessResult, Status
+from island.guards import reset_checkout
 from island.fitness import kill_stale
 from operators.candidate import NoCandidate
 
@@ -74,9 +76,8 @@ class Engine:
         for pidfile in (self.run_dir / "pids").glob("*.pid"):
             kill_stale(pidfile)
         self.task_dirs = self.ws.ensure_worktrees()
-        for checkout in (self.ws.worktree(k) for k in range(self.n)):
-            subprocess.run(["git", "-C", str(checkout), "checkout", "--force", "--detach",
-                            self.ws.manifest.base_commit], check=True, capture_output=True)
+        for k in range(self.n):
+            reset_checkout(self.ws.worktree(k), self.ws.manifest.base_commit)
         llm = self.llm
         if llm:
             print(f"[evolve] llm: {llm.model}{' at ' + llm.api_base if llm.api_base else ''} ({llm.why})", flush=True)
@@ -199,7 +200,7 @@ class Engine:
         self.inflight: dict[ray.ObjectRef, InFlight] = {}
         self.retired: set[int] = set()
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
-        self.planned: dict[int, str] = {}                         # island -> offline operator drawn early
+        self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
         view = LiveView(self.state, self.n, max_exp, self.run_dir, live=self.cfg.run.live and sys.stdout.isatty())
         old_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         interrupted = False
@@ -246,7 +247,8 @@ class Engine:
             ref = self.actors[k].evaluate.remote(flight.job)
             self.inflight[ref] = flight
             view.started(k, flight.proposal.candidate.description if flight.proposal else "baseline")
-            if flight.proposal is not None and self.cfg.llm.prefetch:
+            more_to_start = not self.stopping and len(self.state.experiments) + len(self.inflight) < max_exp
+            if flight.proposal is not None and self.cfg.llm.prefetch and more_to_start:
                 self._plan_next(k)
 
     def _job_id(self, island: int) -> str:
@@ -269,7 +271,7 @@ class Engine:
                 del self.prefetch[k]
                 proposal = self._llm_outcome(k, future, request)
             else:
-                self.planned.pop(k, None)
+                self.planned.discard(k)
                 proposal = self.proposer.propose_offline(self.state, k, self.seen)
         except NoCandidate as e:
             print(f"[evolve] island {k} cannot propose anything ({e}); it stops", flush=True)
@@ -285,7 +287,7 @@ class Engine:
         self._check_llm_budget()
         name = self.proposer.choose_operator()
         if not is_llm(name):
-            self.planned[k] = name
+            self.planned.add(k)
             return
         try:
             request = self.proposer.prepare(self.state, k, name)
@@ -328,13 +330,23 @@ class Engine:
         try:
             measurement: Measurement = ray.get(ref)
         except ray.exceptions.RayError as e:
-            # The actor died (killed, OOM-killed worker, lost node): the experiment is not a row; re-run it.
+            # The actor died (killed, OOM-killed worker, lost node) or raised: the experiment is not a
+            # row yet. Replace the actor (killing it first, so it cannot keep its GPU) and re-run;
+            # after MAX_ACTOR_RETRIES the experiment is recorded as a crash so nothing is dropped.
             print(f"[evolve] island {k} failed ({type(e).__name__}); restarting it", flush=True)
+            ray.kill(self.actors[k])
             self.actors[k] = self._new_actor(k)
             if flight.attempts <= MAX_ACTOR_RETRIES and not self.stopping:
                 flight.attempts += 1
                 self.inflight[self.actors[k].evaluate.remote(flight.job)] = flight
-            return
+                return
+            if self.stopping:
+                return
+            now = time.time()
+            reason = f"island failed {flight.attempts} times: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            measurement = Measurement(job=flight.job, started=now, finished=now, result=FitnessResult(
+                status=Status.CRASH, val_bpb=None, metrics={}, wall_s=0.0, reason=reason, log_path="",
+                log_tail="", returncode=None))
         self._record(flight, measurement)
         view.finished(k, self.state.experiments[-1])
 
@@ -360,7 +372,8 @@ class Engine:
             seq=seq, island=job.island, island_seq=self.state.islands[job.island].experiments, commit=commit,
             parents=parents, operator=operator, description=description, outcome=outcome, status=status,
             val_bpb=result.val_bpb, parent_bpb=parent_bpb, seed=job.seed, wall_s=result.wall_s,
-            reason=result.reason, log=os.path.relpath(result.log_path, self.run_dir), started=m.started,
+            reason=result.reason, log=os.path.relpath(result.log_path, self.run_dir) if result.log_path else "",
+            started=m.started,
             finished=m.finished, metrics=dict(result.metrics), cost=cost, source_sha256=sha)
         self._append(exp)
         self.lab.keep_reachable(seq, commit)
@@ -393,12 +406,16 @@ class Engine:
             self.stopping = True
 
     def _shutdown(self) -> None:
-        for actor in getattr(self, "actors", []):
+        actors = getattr(self, "actors", [])
+        for actor in actors:
             ray.kill(actor)  # ends any fitness run in flight: its supervisor dies with the actor
+        for actor in actors:  # wait until each is gone before touching its worktree
+            try:
+                ray.get(actor.ping.remote(), timeout=30)
+            except (ray.exceptions.RayError, TimeoutError):
+                pass
         for k in range(self.n):
-            subprocess.run(["git", "-C", str(self.ws.worktree(k)), "checkout", "--force", "--detach",
-                            self._branch_heads.get(k) or self.ws.manifest.base_commit], capture_output=True)
-            subprocess.run(["git", "-C", str(self.ws.worktree(k)), "clean", "-ffdxq"], capture_output=True)
+            reset_checkout(self.ws.worktree(k), self._branch_heads.get(k) or self.ws.manifest.base_commit)
         if getattr(self, "_own_ray", False) and ray.is_initialized():
             ray.shutdown()
 

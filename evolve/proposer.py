@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from operators.candidate import Attempt, Candidate, NoCandidate, Parent, ProposalContext
+from operators.prompts import LOG_TAIL_LINES, MAX_HISTORY
 from operators.registry import make_operator
 
 from .lab import Lab
@@ -22,8 +23,6 @@ from .state import RunState
 FALLBACK_OPERATOR = "perturb"
 OFFLINE_OPERATORS = ("perturb", "crossover")
 ATTEMPTS_BEFORE_DUPLICATE = 8
-HISTORY = 20
-LOG_TAIL_LINES = 25
 
 
 def source_sha256(source: str) -> str:
@@ -136,7 +135,7 @@ class Proposer:
         return "\n".join(lines[-LOG_TAIL_LINES:])
 
     def context(self, state: RunState, island: int, parents: list[Parent]) -> ProposalContext:
-        recent = [e for e in state.experiments if e.island == island][-HISTORY:]
+        recent = [e for e in state.experiments if e.island == island][-MAX_HISTORY:]
         history = tuple(Attempt(
             description=e.description, status=e.status, outcome=e.outcome, val_bpb=e.val_bpb,
             delta=None if e.val_bpb is None or e.parent_bpb is None else e.val_bpb - e.parent_bpb,

@@ -23,7 +23,6 @@ class IslandState:
     resets: int = 0
     operator_failures: int = 0
     llm_usd: float = 0.0
-    last_description: str = ""
 
     def champion(self) -> Member | None:
         return self.population.champion()
@@ -90,7 +89,6 @@ class RunState:
         island = self.islands[exp.island]
         island.experiments += 1
         island.llm_usd += exp.cost.get("usd", 0.0)
-        island.last_description = exp.description
         if exp.status != CRASH and exp.val_bpb is not None:
             self.measurements.setdefault(exp.commit, []).append(exp.val_bpb)
         if exp.status == KEEP:

@@ -6,14 +6,13 @@ driver records the result (see evolve/engine.py). The engine wraps this class in
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .fitness import FitnessResult, Status, run_fitness
-from .guards import clean_worktree, post_run_check, pre_run_check
+from .guards import clean_worktree, post_run_check, pre_run_check, reset_checkout
 
 
 @dataclass(frozen=True)
@@ -54,26 +53,18 @@ class Island:
         self.task_dir = Path(task_dir)     # where train.py lives inside it
         self.settings = settings
 
-    def _git(self, *args: str) -> None:
-        subprocess.run(["git", "-C", str(self.checkout), *args], check=True, capture_output=True, text=True)
-
-    def checkout_parent(self, commit: str) -> None:
-        clean_worktree(self.checkout)
-        self._git("checkout", "--detach", "--force", commit)
-
     def evaluate(self, job: Job) -> Measurement:
         started = time.time()
         s = self.settings
         log_path = Path(s.log_dir) / f"{job.job_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.checkout_parent(job.parent)
+        reset_checkout(self.checkout, job.parent)
         if job.source is not None:
             (self.task_dir / "train.py").write_text(job.source)
         reason = pre_run_check(self.task_dir, s.pinned_prepare_sha256)
         if reason:
             log_path.write_text(f"rejected before running: {reason}\n")
-            result = FitnessResult(status=Status.REJECTED, val_bpb=None, metrics={}, wall_s=0.0, reason=reason,
-                                   log_path=str(log_path), log_tail="", returncode=None)
+            result = FitnessResult.rejected(reason, log_path)
         else:
             result = run_fitness(self.task_dir, budget_s=s.budget_s, grace_s=s.grace_s, log_path=log_path,
                                  seed=job.seed, extra_env=s.extra_env, python=s.python,

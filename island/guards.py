@@ -145,3 +145,10 @@ def clean_worktree(workdir: str | os.PathLike) -> None:
     with _repo(workdir) as repo:
         repo.git.reset("--hard", "--quiet", "HEAD")
         repo.git.clean("-ffdxq")
+
+
+def reset_checkout(workdir: str | os.PathLike, commit: str) -> None:
+    """A pristine checkout of ``commit`` (detached): what the run left is discarded first."""
+    clean_worktree(workdir)
+    with _repo(workdir) as repo:
+        repo.git.checkout("--detach", "--force", "--quiet", commit)
