@@ -53,6 +53,7 @@ import threading
 import time
 from typing import Any
 
+from island.environment import SECRET_NAME_PARTS
 from operators import prompts
 from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
 from operators.edits import (apply_edits, edits_to_other_files, is_target, nearest_lines, parse_reply,
@@ -92,14 +93,14 @@ _SECRET_PATTERNS = [
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
     re.compile(r"\bhf_[A-Za-z0-9]{20,}"),
 ]
-_SECRET_ENV_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
 
 
 def redact(text: str) -> str:
-    """`text` with anything that looks like a key, and the value of any *KEY*/*TOKEN*/*SECRET*
-    environment variable, replaced by [redacted]."""
+    """`text` with anything that looks like a key, and the value of any environment variable whose
+    name looks secret (island.environment's SECRET_NAME_PARTS: *KEY*, *TOKEN*, *SECRET*, ...),
+    replaced by [redacted]."""
     for name, value in os.environ.items():
-        if len(value) >= 6 and any(word in name.upper() for word in _SECRET_ENV_WORDS) and value in text:
+        if len(value) >= 6 and any(word in name.upper() for word in SECRET_NAME_PARTS) and value in text:
             text = text.replace(value, "[redacted]")
     for pattern in _SECRET_PATTERNS:
         if pattern.groups:

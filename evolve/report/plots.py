@@ -81,15 +81,20 @@ def plot_progress(run: RunData, path: Path) -> Path:
         _step_to(ax_t, overall["elapsed_s"] / scale, overall["best"], t_end, **style)
         _step_to(ax_n, overall["seq"], overall["best"], n_end, **style)
         _zoom(ax_t, overall), _zoom(ax_n, overall)
+    _running_best_axes(ax_t, ax_n, unit, "experiments finished (seq)")
+    fig.suptitle(f"{run.name}: best val_bpb found so far, per island ({len(df)} experiments)")
+    return _save(fig, path)
+
+
+def _running_best_axes(ax_t, ax_n, unit: str, count_label: str) -> None:
+    """Labels, grid and legend shared by the running-best plots (wall time | experiment count)."""
     ax_t.set_xlabel(f"wall time since the run started ({unit})")
-    ax_n.set_xlabel("experiments finished (seq)")
+    ax_n.set_xlabel(count_label)
     for ax in (ax_t, ax_n):
         ax.set_ylabel("best kept val_bpb (lower is better)")
         ax.grid(True, alpha=0.25)
     if ax_n.get_legend_handles_labels()[0]:
         ax_n.legend(loc="upper right", fontsize=9)
-    fig.suptitle(f"{run.name}: best val_bpb found so far, per island ({len(df)} experiments)")
-    return _save(fig, path)
 
 
 def _zoom(ax, kept: pd.DataFrame) -> None:
@@ -278,13 +283,7 @@ def plot_comparison(a: RunData, b: RunData, path: Path) -> Path:
         best, evals, secs = reach_best(run.experiments)
         ax_n.plot([evals], [best], "*", color=color, markersize=13, markeredgecolor="black")
         ax_t.plot([secs / scale], [best], "*", color=color, markersize=13, markeredgecolor="black")
-    ax_n.set_xlabel("evaluations (experiments finished)")
-    ax_t.set_xlabel(f"wall time since the run started ({unit})")
-    for ax in (ax_n, ax_t):
-        ax.set_ylabel("best kept val_bpb (lower is better)")
-        ax.grid(True, alpha=0.25)
-    if ax_n.get_legend_handles_labels()[0]:
-        ax_n.legend(loc="upper right", fontsize=9)
+    _running_best_axes(ax_t, ax_n, unit, "evaluations (experiments finished)")
     fig.suptitle(f"{labels[0]} vs {labels[1]}: running best (★ = where each run reached its best)")
     return _save(fig, path)
 
