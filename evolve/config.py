@@ -87,6 +87,14 @@ class SelectionConfig:
     # Baseline runs in generation 0 (different seeds); their spread is sigma. 0 = one per island,
     # at least 2 when noise_k > 0.
     baseline_runs: int = 0
+    # A would-be keep whose gain over its parent is at most confirm_sigmas * sigma is re-run with
+    # another seed before it is kept (so before it can become a champion or a migrant); the mean
+    # of its runs decides. 0 = never.
+    confirm_sigmas: float = 3.0
+    # A gain larger than implausible_sigmas * sigma is re-run the same way before it is kept. 0 = never.
+    implausible_sigmas: float = 20.0
+    # Extra runs, each with a new seed, that a candidate under confirmation gets at most.
+    confirm_runs: int = 1
 
 
 @dataclass
@@ -199,6 +207,13 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.selection.noise_k >= 0, "selection.noise_k", cfg.selection.noise_k, "a number >= 0")
     _require(cfg.selection.baseline_runs >= 0, "selection.baseline_runs",
              cfg.selection.baseline_runs, "an integer >= 0 (0 = one per island)")
+    _require(cfg.selection.confirm_sigmas >= 0, "selection.confirm_sigmas", cfg.selection.confirm_sigmas,
+             "a number >= 0 (0 = never confirm)")
+    _require(cfg.selection.implausible_sigmas == 0 or cfg.selection.implausible_sigmas > cfg.selection.noise_k,
+             "selection.implausible_sigmas", cfg.selection.implausible_sigmas,
+             f"0 (never re-run) or a number > selection.noise_k={cfg.selection.noise_k}")
+    _require(cfg.selection.confirm_runs >= 1, "selection.confirm_runs", cfg.selection.confirm_runs,
+             "an integer >= 1 (turn confirmation off with confirm_sigmas=0 implausible_sigmas=0)")
     _require(cfg.migration.interval >= 0, "migration.interval", cfg.migration.interval,
              "an integer >= 0 (0 = no migration)")
     _require(cfg.migration.size >= 1, "migration.size", cfg.migration.size, "an integer >= 1")

@@ -15,8 +15,9 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from statistics import fmean
 
 import git
 import ray
@@ -33,21 +34,25 @@ from .journal import Journal
 from .lab import Trailers
 from .llm_choice import LLMChoice
 from .proposer import Proposal, Proposer, Request, is_llm, source_sha256
-from .records import Experiment, NoiseFloor, OperatorFailure
-from .selection import BaselineRun, baseline_plan, decide, noise_floor, plan_migration, plan_reset
+from .records import DISCARD, Experiment, NoiseFloor, OperatorFailure
+from .selection import (BaselineRun, baseline_plan, decide, decide_runs, noise_floor, plan_migration,
+                        plan_reset, rerun_reason)
 from .state import RunState
 from .view import LiveView
 from .workspace import PACKAGED_TASK, Workspace
 
 MAX_ACTOR_RETRIES = 2
+RERUN_SEED_STRIDE = 10_000   # confirmation run i of a candidate uses its first seed + i * stride
 PROJECT_PROGRAM = Path(__file__).resolve().parents[1] / "program.md"
 
 
 @dataclass
 class InFlight:
-    job: Job
+    job: Job                       # the run in progress
     proposal: Proposal | None      # None for a baseline run
     attempts: int = 1
+    earlier: list[Measurement] = field(default_factory=list)   # finished runs of this candidate
+    rerun_reason: str = ""
 
 
 class Engine:
@@ -347,15 +352,53 @@ class Engine:
             measurement = Measurement(job=flight.job, started=now, finished=now, result=FitnessResult(
                 status=Status.CRASH, val_bpb=None, metrics={}, wall_s=0.0, reason=reason, log_path="",
                 log_tail="", returncode=None))
+        if self._run_again(flight, measurement, view):
+            return
         self._record(flight, measurement)
         view.finished(k, self.state.experiments[-1])
 
+    def _run_again(self, flight: InFlight, m: Measurement, view: LiveView) -> bool:
+        """Sends a would-be keep back to its island with a new seed when its gain is too close to the
+        noise floor, or implausibly large, to trust one run (see selection.rerun_reason)."""
+        if flight.proposal is None:
+            return False
+        runs = flight.earlier + [m]
+        if any(r.result.status is not Status.OK for r in runs):
+            return False
+        sel = self.cfg.selection
+        why = rerun_reason([r.result.val_bpb for r in runs], flight.proposal.parent_bpb, self.state.sigma or 0.0,
+                           sel.noise_k, sel.confirm_sigmas, sel.implausible_sigmas, 1 + sel.confirm_runs)
+        if not why:
+            return False
+        k = flight.job.island
+        flight.earlier.append(m)
+        flight.rerun_reason = why
+        flight.job = replace(flight.job, job_id=self._job_id(k),
+                             seed=runs[0].job.seed + RERUN_SEED_STRIDE * len(flight.earlier))
+        flight.attempts = 1
+        self.inflight[self.actors[k].evaluate.remote(flight.job)] = flight
+        view.started(k, f"re-run (seed {flight.job.seed}): {flight.proposal.candidate.description}")
+        return True
+
     # ---- recording ------------------------------------------------------------------------------
-    def _record(self, flight: InFlight, m: Measurement) -> None:
-        job, proposal, result = flight.job, flight.proposal, m.result
+    def _record(self, flight: InFlight, last: Measurement) -> None:
+        runs = flight.earlier + [last]
+        first = runs[0]
+        job, proposal, result = first.job, flight.proposal, first.result
         outcome = result.status.value
         parent_bpb = proposal.parent_bpb if proposal else None
-        status = decide(outcome, result.val_bpb, parent_bpb, self.state.sigma or 0.0, self.cfg.selection.noise_k)
+        sigma, sel = self.state.sigma or 0.0, self.cfg.selection
+        values = [r.result.val_bpb for r in runs if r.result.status is Status.OK]
+        failed = next((r for r in runs[1:] if r.result.status is not Status.OK), None)
+        if len(runs) == 1:
+            val_bpb, reason = result.val_bpb, result.reason
+            status = decide(outcome, val_bpb, parent_bpb, sigma, sel.noise_k)
+        elif failed is not None:
+            val_bpb, status = fmean(values), DISCARD
+            reason = f"re-run with seed {failed.job.seed}: {failed.result.status.value}: {failed.result.reason}"
+        else:
+            val_bpb = fmean(values)
+            status, reason = decide_runs(values, parent_bpb, sigma, sel.noise_k, sel.implausible_sigmas)
         seq = self.state.next_seq
         if proposal is None:
             commit, parents, operator = job.parent, (), "baseline"
@@ -365,16 +408,18 @@ class Engine:
             cand = proposal.candidate
             parents, operator, description, cost = cand.parents, cand.operator, cand.description, asdict(cand.cost)
             trailers = Trailers(island=job.island, seq=seq, operator=operator, parents=parents,
-                                val_bpb=result.val_bpb, status=status, outcome=outcome)
+                                val_bpb=val_bpb, status=status, outcome=outcome)
             commit = self.lab.commit_candidate(parents, cand.source, description, trailers)
             sha = source_sha256(cand.source)
         exp = Experiment(
             seq=seq, island=job.island, island_seq=self.state.islands[job.island].experiments, commit=commit,
             parents=parents, operator=operator, description=description, outcome=outcome, status=status,
-            val_bpb=result.val_bpb, parent_bpb=parent_bpb, seed=job.seed, wall_s=result.wall_s,
-            reason=result.reason, log=os.path.relpath(result.log_path, self.run_dir) if result.log_path else "",
-            started=m.started,
-            finished=m.finished, metrics=dict(result.metrics), cost=cost, source_sha256=sha)
+            val_bpb=val_bpb, parent_bpb=parent_bpb, seed=job.seed, wall_s=sum(r.result.wall_s for r in runs),
+            reason=reason, log=self._relative_log(result), started=first.started, finished=last.finished,
+            metrics=dict(result.metrics), cost=cost, source_sha256=sha,
+            reruns=tuple((r.job.seed, r.result.val_bpb, r.result.status.value, self._relative_log(r.result))
+                         for r in runs[1:]),
+            rerun_reason=flight.rerun_reason, first_bpb=result.val_bpb if len(runs) > 1 else None)
         self._append(exp)
         self.lab.keep_reachable(seq, commit)
         self._maybe_record_noise_floor()
@@ -386,6 +431,9 @@ class Engine:
         if reset:
             self._append(reset)
         self._sync_branches()
+
+    def _relative_log(self, result: FitnessResult) -> str:
+        return os.path.relpath(result.log_path, self.run_dir) if result.log_path else ""
 
     def _append(self, record) -> None:
         self.journal.append(record)

@@ -13,7 +13,7 @@ from .records import CRASH, Experiment, Migration, NoiseFloor, OperatorFailure, 
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
-                       "val_bpb", "parent_bpb", "delta", "seed", "wall_s", "training_seconds",
+                       "val_bpb", "parent_bpb", "delta", "seed", "reruns", "wall_s", "training_seconds",
                        "peak_vram_mb", "cost_usd", "tokens", "description", "reason", "log")
 EVENTS_COLUMNS = ("after_seq", "kind", "detail")
 
@@ -35,12 +35,22 @@ def experiments_row(exp: Experiment) -> str:
     delta = None if exp.val_bpb is None or exp.parent_bpb is None else exp.val_bpb - exp.parent_bpb
     values = (exp.seq, exp.island, exp.island_seq, exp.commit[:12], " ".join(p[:12] for p in exp.parents),
               exp.operator, exp.status, exp.outcome, fmt(exp.val_bpb, ".6f"), fmt(exp.parent_bpb, ".6f"),
-              fmt(delta, "+.6f"), exp.seed, f"{exp.wall_s:.1f}",
+              fmt(delta, "+.6f"), exp.seed, _reruns(exp), f"{exp.wall_s:.1f}",
               fmt(exp.metrics.get("training_seconds"), ".1f"), fmt(exp.metrics.get("peak_vram_mb"), ".1f"),
               f"{exp.cost.get('usd', 0.0):.4f}",
               int(exp.cost.get("prompt_tokens", 0) + exp.cost.get("completion_tokens", 0)),
               _clean(exp.description), _clean(exp.reason), exp.log)
     return "\t".join(str(v) for v in values) + "\n"
+
+
+def _reruns(exp: Experiment) -> str:
+    """Confirmation runs as `seed=val_bpb` (or `seed=outcome`), after the first run's value."""
+    if not exp.reruns:
+        return ""
+    runs = [f"{exp.seed}={exp.first_bpb:.6f}"] + [
+        f"{seed}={value:.6f}" if outcome == "ok" and value is not None else f"{seed}={outcome}"
+        for seed, value, outcome, _ in exp.reruns]
+    return " ".join(runs)
 
 
 def events_row(record: Record) -> str:

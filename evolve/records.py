@@ -35,11 +35,27 @@ class Experiment:
     metrics: dict[str, float] = field(default_factory=dict)
     cost: dict[str, float] = field(default_factory=dict)
     source_sha256: str = ""       # of the train.py measured, to avoid measuring the same file twice
+    # Confirmation runs of the same train.py with other seeds (seed, val_bpb, outcome, log); when
+    # present, first_bpb is the first run's value, val_bpb the mean of every successful run, and
+    # rerun_reason says why it ran again.
+    reruns: tuple[tuple[int, float | None, str, str], ...] = ()
+    rerun_reason: str = ""
+    first_bpb: float | None = None
     kind: str = "experiment"
 
     @property
     def is_baseline(self) -> bool:
         return self.operator == "baseline"
+
+    @property
+    def runs(self) -> list[float]:
+        """Every successful val_bpb measured for this experiment (the first run, then re-runs)."""
+        if self.status == CRASH or self.val_bpb is None:
+            return []
+        if not self.reruns:
+            return [self.val_bpb]
+        return [self.first_bpb] + [v for _, v, outcome, _ in self.reruns
+                                                                if outcome == "ok" and v is not None]
 
 
 @dataclass(frozen=True)
@@ -82,7 +98,7 @@ class OperatorFailure:
 Record = Union[Experiment, NoiseFloor, Migration, Reset, OperatorFailure]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "migration": Migration, "reset": Reset,
           "operator_failure": OperatorFailure}
-_TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets"}
+_TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns"}
 
 
 def to_json(record: Record) -> str:

@@ -89,11 +89,11 @@ class RunState:
         island = self.islands[exp.island]
         island.experiments += 1
         island.llm_usd += exp.cost.get("usd", 0.0)
-        if exp.status != CRASH and exp.val_bpb is not None:
-            self.measurements.setdefault(exp.commit, []).append(exp.val_bpb)
+        if exp.runs:
+            self.measurements.setdefault(exp.commit, []).extend(exp.runs)
         if exp.status == KEEP:
             island.keeps += 1
-            island.population.add(Member(exp.commit, [exp.val_bpb], exp.island, exp.seq))
+            island.population.add(Member(exp.commit, exp.runs, exp.island, exp.seq))
         elif exp.status == DISCARD:
             island.discards += 1
         elif exp.status == CRASH:

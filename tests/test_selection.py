@@ -6,7 +6,8 @@ import random
 from evolve.config import Topology
 from evolve.population import Member, Population
 from evolve.records import Experiment, Migration, NoiseFloor, Reset, from_json, to_json
-from evolve.selection import baseline_plan, decide, migration_targets, noise_floor, plan_migration, plan_reset
+from evolve.selection import (baseline_plan, decide, migration_targets, noise_floor, plan_migration, plan_reset,
+                              decide_runs, rerun_reason)
 from evolve.state import RunState
 
 
@@ -23,6 +24,50 @@ def test_noise_aware_keep_needs_more_than_k_sigma():
     assert decide("ok", 1.000, 1.000, sigma=0.0, noise_k=0.0) == "discard"  # equal is not better
     assert decide("timeout", None, 1.000, sigma=0.0, noise_k=0.0) == "crash"
     assert decide("ok", 1.2, None, sigma=0.0, noise_k=1.0) == "keep"  # baselines are kept
+
+
+def test_only_would_be_keeps_near_the_noise_floor_or_implausibly_far_beyond_it_run_again():
+    def why(values, parent=1.0, sigma=0.01, confirm=3.0, implausible=20.0, max_runs=2):
+        return rerun_reason(values, parent, sigma, noise_k=1.0, confirm_sigmas=confirm,
+                            implausible_sigmas=implausible, max_runs=max_runs)
+
+    assert "within selection.confirm_sigmas=3" in why([0.98])      # 2 sigma: could be seed luck
+    assert why([0.995]) == ""                                       # 0.5 sigma: a discard, nothing to confirm
+    assert why([0.95]) == ""                                        # 5 sigma: trusted on one run
+    assert "implausibly large" in why([0.7])                        # 30 sigma: re-run before keeping
+    assert why([0.98, 0.985]) == ""                                 # already re-run: the mean decides
+    assert "within" in why([0.98, 0.985], max_runs=3)               # confirm_runs=2 allows one more
+    assert why([0.98], confirm=0) == "" and why([0.7], implausible=0) == ""   # both can be turned off
+    assert why([0.98], sigma=0.0) == ""                             # no noise floor, nothing to compare to
+    assert rerun_reason([0.98], None, 0.01, 1.0, 3.0, 20.0, 2) == ""   # baselines never re-run
+
+
+def test_the_mean_of_reproducible_runs_decides():
+    assert decide_runs([0.98, 0.975], 1.0, 0.01, noise_k=1.0, implausible_sigmas=20.0) == ("keep", "")
+    status, reason = decide_runs([0.98, 1.03], 1.0, 0.01, noise_k=1.0, implausible_sigmas=20.0)
+    assert status == "discard" and "not confirmed: mean of 2 runs 1.005000" in reason
+    status, reason = decide_runs([0.5, 1.0], 1.0, 0.01, noise_k=1.0, implausible_sigmas=20.0)
+    assert status == "discard" and "not reproducible" in reason and "50.0 sigma" in reason
+    assert decide_runs([0.5, 1.0], 1.0, 0.01, noise_k=1.0, implausible_sigmas=0.0)[0] == "keep"
+
+
+def test_a_confirmed_experiment_counts_every_run_in_population_and_hall_of_fame():
+    state = RunState(n_islands=1, population_size=4)
+    state.apply(exp(0, 0, "base", 1.0, operator="baseline", parents=()))
+    confirmed = Experiment(seq=1, island=0, island_seq=1, commit="child", parents=("base",), operator="perturb",
+                           description="d", outcome="ok", status="keep", val_bpb=0.97, parent_bpb=1.0, seed=0,
+                           wall_s=2.0, reruns=((10000, 0.96, "ok", "logs/b.log"),), rerun_reason="within",
+                           first_bpb=0.98)
+    assert from_json(to_json(confirmed)) == confirmed
+    state.apply(from_json(to_json(confirmed)))
+    assert state.islands[0].population.get("child").observations == [0.98, 0.96]
+    assert state.measurements["child"] == [0.98, 0.96]
+    failed_rerun = Experiment(seq=2, island=0, island_seq=2, commit="flaky", parents=("base",), operator="perturb",
+                              description="d", outcome="ok", status="discard", val_bpb=0.98, parent_bpb=1.0,
+                              seed=0, wall_s=2.0, reruns=((10000, None, "timeout", "logs/c.log"),),
+                              rerun_reason="within", first_bpb=0.98)
+    state.apply(failed_rerun)
+    assert "flaky" not in state.islands[0].population and state.measurements["flaky"] == [0.98]
 
 
 def test_baseline_plan_gives_every_island_its_own_seed_and_enough_runs_for_sigma():
