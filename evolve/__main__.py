@@ -51,6 +51,15 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - only a full disk is turned into a message here
+        from .disk import DiskFull, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        print(f"error: {e}" if isinstance(e, DiskFull) else
+              f"error: the disk of {run_dir} is full: {e}. Nothing was half-written; free some space "
+              "and run the same command again to resume.", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:  # before the loop started (the loop handles its own)
         print("\n[evolve] interrupted during start-up; nothing was lost, rerun to resume", file=sys.stderr)
         sys.exit(130)

@@ -45,6 +45,8 @@ class RunConfig:
     hours: float = 0.0
     # Live terminal view (rich); off when stdout is not a terminal.
     live: bool = True
+    # Stop cleanly (resumable) when the run dir's disk has less than this many MB free.
+    min_free_mb: int = 500
 
 
 @dataclass
@@ -196,6 +198,7 @@ def validate(cfg: Any, islands: int) -> None:
     _require(islands >= 1, "islands", islands, "an integer >= 1")
     _require(cfg.run.max_experiments >= 1, "run.max_experiments", cfg.run.max_experiments, "an integer >= 1")
     _require(cfg.run.hours >= 0, "run.hours", cfg.run.hours, "hours >= 0 (0 = no limit)")
+    _require(cfg.run.min_free_mb >= 0, "run.min_free_mb", cfg.run.min_free_mb, "megabytes >= 0")
     _require(cfg.task.budget_s > 0, "task.budget_s", cfg.task.budget_s, "seconds > 0")
     _require(cfg.task.max_memory_mb is None or cfg.task.max_memory_mb >= 64, "task.max_memory_mb",
              cfg.task.max_memory_mb, "null (no limit) or megabytes >= 64")

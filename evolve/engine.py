@@ -29,7 +29,9 @@ from island.guards import reset_checkout
 from island.fitness import kill_stale
 from operators.candidate import NoCandidate
 
+from . import disk
 from .config import ConfigError, OnMaxCost
+from .disk import DiskFull
 from .journal import Journal
 from .lab import Trailers
 from .llm_choice import LLMChoice
@@ -185,6 +187,7 @@ class Engine:
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> RunState:
+        self._check_disk()
         self._open()
         plan = baseline_plan(self.n, self.cfg.selection.baseline_runs, self.cfg.selection.noise_k, self.cfg.seed)
         done_seeds = self.state.baseline_seeds_done()
@@ -208,12 +211,13 @@ class Engine:
         self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
         view = LiveView(self.state, self.n, max_exp, self.run_dir, live=self.cfg.run.live and sys.stdout.isatty())
         old_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        interrupted = False
+        interrupted, disk_full = False, None
         try:
             with view:
                 while True:
                     if deadline and time.time() >= deadline:
                         self.stopping = True
+                    self._check_disk()
                     self._dispatch(max_exp, view)
                     can_start = not self.stopping and len(self.state.experiments) + len(self.inflight) < max_exp
                     if not self.inflight:
@@ -230,11 +234,22 @@ class Engine:
             interrupted = True
             print("\n[evolve] interrupted: stopping islands; unfinished experiments will re-run on resume",
                   flush=True)
+        except DiskFull as e:
+            interrupted, disk_full = True, e
+            print(f"\n[evolve] {e}", flush=True)
         finally:
             signal.signal(signal.SIGTERM, old_sigterm)
             self._shutdown()
         view.print_summary(self.lab, interrupted=interrupted)
+        if disk_full:
+            raise disk_full
         return self.state
+
+    def _check_disk(self, detail: str = "") -> None:
+        """Raises DiskFull when the run dir has less than run.min_free_mb free (or `detail` says a
+        write already failed for want of space)."""
+        if detail or disk.free_mb(self.run_dir) < self.cfg.run.min_free_mb:
+            raise DiskFull(disk.message(self.run_dir, self.cfg.run.min_free_mb, detail))
 
     def _busy(self) -> set[int]:
         return {f.job.island for f in self.inflight.values()}
@@ -335,6 +350,8 @@ class Engine:
         try:
             measurement: Measurement = ray.get(ref)
         except ray.exceptions.RayError as e:
+            if disk.is_disk_full(e):
+                self._check_disk(f"island {k} could not write its files")
             # The actor died (killed, OOM-killed worker, lost node) or raised: the experiment is not a
             # row yet. Replace the actor (killing it first, so it cannot keep its GPU) and re-run;
             # after MAX_ACTOR_RETRIES the experiment is recorded as a crash so nothing is dropped.
@@ -352,9 +369,16 @@ class Engine:
             measurement = Measurement(job=flight.job, started=now, finished=now, result=FitnessResult(
                 status=Status.CRASH, val_bpb=None, metrics={}, wall_s=0.0, reason=reason, log_path="",
                 log_tail="", returncode=None))
+        if measurement.result.status is not Status.OK:
+            self._check_disk()   # a run that failed on a full disk is not the candidate's failure
         if self._run_again(flight, measurement, view):
             return
-        self._record(flight, measurement)
+        try:
+            self._record(flight, measurement)
+        except (OSError, git.GitCommandError) as e:
+            if disk.is_disk_full(e):
+                self._check_disk(f"recording experiment {self.state.next_seq} failed")
+            raise
         view.finished(k, self.state.experiments[-1])
 
     def _run_again(self, flight: InFlight, m: Measurement, view: LiveView) -> bool:
@@ -463,7 +487,11 @@ class Engine:
             except (ray.exceptions.RayError, TimeoutError):
                 pass
         for k in range(self.n):
-            reset_checkout(self.ws.worktree(k), self._branch_heads.get(k) or self.ws.manifest.base_commit)
+            try:
+                reset_checkout(self.ws.worktree(k), self._branch_heads.get(k) or self.ws.manifest.base_commit)
+            except (OSError, git.GitCommandError) as e:  # e.g. a full disk: the next start resets it again
+                print(f"[evolve] could not reset island {k}'s worktree ({str(e).splitlines()[0][:200]}); "
+                      "it is reset on the next start", flush=True)
         if getattr(self, "_own_ray", False) and ray.is_initialized():
             ray.shutdown()
 

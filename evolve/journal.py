@@ -108,11 +108,9 @@ class Journal:
         return records, good, len(raw)
 
     def append(self, record: Record) -> None:
-        line = (to_json(record) + "\n").encode()
-        with open(self.path, "ab") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        """Appends one record and its table rows. A write that fails (a full disk) is rolled back,
+        so the journal never holds part of a line; the tables are rebuilt on the next start."""
+        _append(self.path, (to_json(record) + "\n").encode(), durable=True)
         self._append_views(record)
 
     # ---- derived tables -----------------------------------------------------------------------
@@ -144,6 +142,20 @@ class Journal:
             os.replace(tmp, path)
 
 
-def _append(path: Path, row: str) -> None:
-    with open(path, "a") as f:
-        f.write(row)
+def _append(path: Path, data: str | bytes, durable: bool = False) -> None:
+    """All of `data` at the end of `path`, or none of it: a failed write is truncated away (which
+    frees what it wrote, so this works on a full disk too). Unbuffered, so nothing is left to flush."""
+    view = memoryview(data.encode() if isinstance(data, str) else data)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)

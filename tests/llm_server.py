@@ -14,6 +14,9 @@ Each POST /v1/chat/completions takes the next behaviour from the script:
     Close()              the connection is closed without any response
     Delay(s, then)       sleep s seconds (interrupted by stop()), then behave as `then`
 
+`go_away()` stops listening (clients get "connection refused") until `come_back()` listens on
+the same port again, with the rest of the script: an endpoint that disappears for a while.
+
 An exhausted script answers 400 "script exhausted" (not retried by clients), so a test that
 makes more calls than it scripted fails loudly. GET /v1/models lists one model. Requests are
 recorded without their Authorization header; `authorized` says whether one was sent.
@@ -78,9 +81,13 @@ class ScriptedLLM:
         self._script: list[Any] = []
         self._stopping = threading.Event()
         self.requests: list[dict] = []
-        self._httpd = ThreadingHTTPServer((host, 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = self._listen(host, 0)
         self._thread: threading.Thread | None = None
+
+    def _listen(self, host: str, port: int) -> ThreadingHTTPServer:
+        httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        httpd.daemon_threads = True
+        return httpd
 
     # -- control -----------------------------------------------------------------------------
     @property
@@ -118,6 +125,18 @@ class ScriptedLLM:
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def go_away(self) -> None:
+        """Close the listening socket: new connections are refused until come_back()."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def come_back(self) -> None:
+        host, port = self._httpd.server_address[:2]
+        self._httpd = self._listen(host, port)
+        self.start()
 
     def __enter__(self) -> "ScriptedLLM":
         return self.start()

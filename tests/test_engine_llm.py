@@ -97,10 +97,6 @@ def test_llm_without_key_is_a_clear_error(tmp_path: Path):
     assert "ANTHROPIC_API_KEY" in done.stderr
 
 
-if __name__ == "__main__":  # pragma: no cover
-    pytest.main([__file__, "-v"])
-
-
 def test_llm_spend_cap_falls_back_to_offline_operators(tmp_path: Path):
     task = tmp_path / "task"
     shutil.copytree(LANDSCAPE, task)

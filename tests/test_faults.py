@@ -27,10 +27,11 @@ def wait_for(predicate, timeout: float, what: str):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def start_run(run_dir: Path, task: Path, *extra: str) -> subprocess.Popen:
+def start_run(run_dir: Path, task: Path, *extra: str, llm: str = "none", env: dict | None = None) -> subprocess.Popen:
     args = ("+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=2", "run.max_experiments=6",
-            f"run.dir={run_dir}", "run.live=false", "llm=none", *extra)
-    return subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            f"run.dir={run_dir}", "run.live=false", f"llm={llm}", *extra)
+    return subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 def sigma_recorded(run_dir: Path) -> bool:
@@ -73,3 +74,39 @@ def test_sigkill_of_a_fitness_process_is_recorded_and_the_run_goes_on(tmp_path: 
     killed = [e for e in state.experiments if e.outcome != "ok"]
     assert len(killed) == 1 and killed[0].status == "crash", [(e.outcome, e.reason) for e in killed]
     assert "SIGKILL" in killed[0].reason, killed[0].reason
+
+
+def test_llm_endpoint_gone_for_a_minute_islands_go_on_offline_then_use_it_again(tmp_path: Path, landscape: Path):
+    from evolve.records import OperatorFailure
+    from tests.llm_server import Reply, ScriptedLLM
+    from tests.test_engine_llm import ONLY_LLM_MUTATION, whole_file
+
+    run_dir = tmp_path / "llm-outage"
+    outage_s = 60.0
+    with ScriptedLLM() as server:
+        server.script(*[Reply(whole_file(f"learning rate {lr:.4f}", f"{lr:.4f}"))
+                        for lr in (0.005 + 0.0005 * i for i in range(60))])
+        proc = start_run(run_dir, landscape, "task.budget_s=3", "run.max_experiments=60",
+                         f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=1",
+                         "llm.timeout_s=10", *ONLY_LLM_MUTATION, llm="local",
+                         env={"OPENAI_API_KEY": "sk-test-not-a-real-key"})
+        journal = run_dir / "journal.jsonl"
+        wait_for(lambda: journal.exists() and '"llm_mutation"' in journal.read_text(), 120, "a first LLM experiment")
+        server.go_away()
+        gone = time.time()
+        time.sleep(outage_s)
+        server.come_back()
+        back = time.time()
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert len(state.experiments) == 60
+    # proposals fetched before the outage are used up within two experiments (a confirmation run doubles one)
+    during = [e for e in state.experiments if gone + 15 < e.started and e.finished < back]
+    assert len(during) >= 15, "the islands did not keep working while the LLM was away"
+    assert {e.operator for e in during} == {"perturb"}   # the offline fallback
+    failures = [e for e in state.events if isinstance(e, OperatorFailure)]
+    assert failures and all("Connection" in f.reason or "connect" in f.reason for f in failures), \
+        [f.reason for f in failures][:3]
+    after = [e for e in state.experiments if e.started > back + 5 and e.operator == "llm_mutation"]
+    assert after, "the LLM was not used again once it came back"
