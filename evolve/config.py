@@ -30,6 +30,16 @@ class Provider(str, Enum):
     local = "local"          # any OpenAI-compatible server at llm.api_base (vLLM, llama.cpp, ollama)
 
 
+class Checkouts(str, Enum):
+    auto = "auto"    # a worktree of the lab on the driver's node, a node-local clone on any other
+    clone = "clone"  # node-local clones everywhere (what every node of a cluster without a shared disk gets)
+
+
+class OnNodeLoss(str, Enum):
+    restart = "restart"  # Ray starts the lost islands wherever there is room; their experiments re-run
+    retire = "retire"    # the run goes on with fewer islands
+
+
 class OnMaxCost(str, Enum):
     offline = "offline"  # islands go on with the offline operators
     stop = "stop"        # the run stops starting experiments
@@ -167,6 +177,12 @@ class RayConfig:
     gpus_per_island: float = 1.0
     # Object store size of a private local cluster.
     object_store_mb: int = 256
+    # Node-local directory (on every node) for the clones, logs and caches of islands that do not
+    # run on the driver's node; the run directory is only ever written by the driver.
+    node_dir: str = "/tmp/evolve-nodes"
+    checkouts: Checkouts = Checkouts.auto
+    # What happens to the islands of a node that leaves the cluster mid-run.
+    on_node_loss: OnNodeLoss = OnNodeLoss.restart
 
 
 @dataclass

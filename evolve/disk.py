@@ -34,6 +34,8 @@ def is_disk_full(exc: BaseException) -> bool:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        if isinstance(exc, DiskFull):
+            return True
         if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
             return True
         if any(text in str(exc) for text in _FULL_TEXTS):
@@ -43,6 +45,6 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 def message(run_dir: Path, min_free_mb: float, detail: str = "") -> str:
-    return (f"the disk of {run_dir} is full ({free_mb(run_dir):.0f} MB free, run.min_free_mb={min_free_mb:g})"
+    return (f"the disk of {run_dir} is full ({free_mb(run_dir):.0f} MB free, run.min_free_mb={min_free_mb})"
             f"{': ' + detail if detail else ''}. The run stopped without writing a partial record; free some "
             "space and run the same command again to resume (experiments in flight re-run).")

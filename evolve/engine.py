@@ -30,7 +30,7 @@ from island.fitness import kill_stale
 from operators.candidate import NoCandidate
 
 from . import disk
-from .config import ConfigError, OnMaxCost
+from .config import Checkouts, ConfigError, OnMaxCost, OnNodeLoss
 from .disk import DiskFull
 from .journal import Journal
 from .lab import Trailers
@@ -44,6 +44,7 @@ from .view import LiveView
 from .workspace import PACKAGED_TASK, Workspace
 
 MAX_ACTOR_RETRIES = 2
+ACTOR_START_TIMEOUT_S = 300
 RERUN_SEED_STRIDE = 10_000   # confirmation run i of a candidate uses its first seed + i * stride
 PROJECT_PROGRAM = Path(__file__).resolve().parents[1] / "program.md"
 
@@ -163,27 +164,52 @@ class Engine:
         else:
             # A fraction of a CPU each, so the islands never hold every CPU slot (Ray would then
             # block any other task silently); the training threads are set by num_threads.
-            options = dict(num_cpus=cpus / (self.n + 1))
+            # On a cluster no island may ask for more than the biggest node has.
+            biggest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=cpus)
+            options = dict(num_cpus=min(cpus / (self.n + 1), biggest))
         settings = IslandSettings(
             budget_s=self.cfg.task.budget_s, grace_s=self.cfg.task.grace_s,
             pinned_prepare_sha256=self.ws.manifest.prepare_sha256,
             log_dir=str(self.run_dir / "logs"), pid_dir=str(self.run_dir / "pids"),
             num_threads=max(1, int(os.cpu_count() or 1) // self.n), extra_env=self._env(),
             python=self.cfg.task.python or sys.executable, max_memory_mb=self.cfg.task.max_memory_mb,
-            evaluator=self.cfg.task.evaluator)
+            evaluator=self.cfg.task.evaluator, cache_dir=str(self.run_dir / "cache"),
+            driver_node=ray.get_runtime_context().get_node_id(), node_dir=self.cfg.ray.node_dir,
+            run_name=self.ws.manifest.run_name, checkouts=Checkouts(self.cfg.ray.checkouts).value,
+            prepare_task=Path(self.ws.manifest.task_dir) == PACKAGED_TASK)
         self._island_options = options
         self._settings = settings
+        self._shipped: dict[int, set[str]] = {}      # island -> commits its node-local clone holds
+        self._clones: dict[int, bool | None] = {}    # island -> uses a clone (None: not known yet)
+        self._nodes: dict[int, str | None] = {}      # island -> the Ray node it last ran on
         self.actors = [self._new_actor(k) for k in range(self.n)]
+        # Where each island landed (waits for the actors to start, which the baselines need anyway).
+        try:
+            placed = ray.get([a.where.remote() for a in self.actors], timeout=ACTOR_START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise ConfigError(f"islands={self.n} could not all start within {ACTOR_START_TIMEOUT_S} s, each asking "
+                              f"for {options}; the cluster has {ray.cluster_resources()}: lower islands or add "
+                              "nodes") from None
+        for k, (node, clone) in enumerate(placed):
+            self._nodes[k], self._clones[k] = node, clone
+        remote = [k for k in range(self.n) if self._clones[k]]
+        if remote:
+            print(f"[evolve] islands {remote} run on other nodes with node-local clones under "
+                  f"{self.cfg.ray.node_dir}", flush=True)
 
     def _new_actor(self, k: int):
-        # Each island keeps its own compile caches across experiments (outside the worktree, which
-        # is cleaned after every run), so an unchanged or slightly changed model starts warm.
-        caches = self.run_dir / "cache" / f"island-{k}"
-        env = {**self._settings.extra_env, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
-               "TRITON_CACHE_DIR": str(caches / "triton")}
-        settings = replace(self._settings, extra_env=env)
+        self._shipped[k] = set()      # a new actor may land on a node without this island's clone
+        self._clones[k] = None
         remote = ray.remote(Island).options(**self._island_options, name=None)
-        return remote.remote(k, str(self.ws.worktree(k)), str(self.task_dirs[k]), settings)
+        return remote.remote(k, str(self.ws.worktree(k)), self.ws.manifest.prefix, self._settings)
+
+    def _submit(self, k: int, flight: InFlight) -> None:
+        """Starts flight.job on island k, with the git history its clone lacks when it has one."""
+        job = flight.job
+        if self._clones.get(k) is not False and job.parent not in self._shipped[k]:
+            job = replace(job, bundle=self.lab.bundle(job.parent, self._shipped[k]))
+            self._shipped[k].add(job.parent)
+        self.inflight[self.actors[k].evaluate.remote(job)] = flight
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> RunState:
@@ -264,8 +290,7 @@ class Engine:
             flight = self._next_job(k)
             if flight is None:
                 continue
-            ref = self.actors[k].evaluate.remote(flight.job)
-            self.inflight[ref] = flight
+            self._submit(k, flight)
             view.started(k, flight.proposal.candidate.description if flight.proposal else "baseline")
             more_to_start = not self.stopping and len(self.state.experiments) + len(self.inflight) < max_exp
             if flight.proposal is not None and self.cfg.llm.prefetch and more_to_start:
@@ -348,19 +373,26 @@ class Engine:
         flight = self.inflight.pop(ref)
         k = flight.job.island
         try:
-            measurement: Measurement = ray.get(ref)
+            measurement: Measurement = self._arrived(k, ray.get(ref))
         except ray.exceptions.RayError as e:
             if disk.is_disk_full(e):
                 self._check_disk(f"island {k} could not write its files")
             # The actor died (killed, OOM-killed worker, lost node) or raised: the experiment is not a
             # row yet. Replace the actor (killing it first, so it cannot keep its GPU) and re-run;
             # after MAX_ACTOR_RETRIES the experiment is recorded as a crash so nothing is dropped.
-            print(f"[evolve] island {k} failed ({type(e).__name__}); restarting it", flush=True)
             ray.kill(self.actors[k])
+            if self._node_lost(k):
+                if OnNodeLoss(self.cfg.ray.on_node_loss) == OnNodeLoss.retire:
+                    self._retire(k, flight, "ray.on_node_loss=retire")
+                    return
+                if not self._room_for_an_island():
+                    self._retire(k, flight, "no room for it on the remaining nodes")
+                    return
+            print(f"[evolve] island {k} failed ({type(e).__name__}); restarting it", flush=True)
             self.actors[k] = self._new_actor(k)
             if flight.attempts <= MAX_ACTOR_RETRIES and not self.stopping:
                 flight.attempts += 1
-                self.inflight[self.actors[k].evaluate.remote(flight.job)] = flight
+                self._submit(k, flight)
                 return
             if self.stopping:
                 return
@@ -381,6 +413,41 @@ class Engine:
             raise
         view.finished(k, self.state.experiments[-1])
 
+    def _arrived(self, k: int, m: Measurement) -> Measurement:
+        """Notes where island k ran; a log that lives on another node is written into the run dir."""
+        self._nodes[k] = m.node
+        self._clones[k] = m.log_text is not None
+        if m.log_text is None:
+            return m
+        path = self.run_dir / "logs" / f"{m.job.job_id}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(m.log_text)
+        return replace(m, result=replace(m.result, log_path=str(path)), log_text=None)
+
+    def _node_lost(self, k: int) -> bool:
+        node = self._nodes.get(k)
+        return node is not None and not any(n["NodeID"] == node and n["Alive"] for n in ray.nodes())
+
+    def _room_for_an_island(self) -> bool:
+        free = ray.available_resources()
+        names = {"num_gpus": "GPU", "num_cpus": "CPU"}
+        return all(free.get(names[option], 0.0) >= amount for option, amount in self._island_options.items() if amount)
+
+    def _retire(self, k: int, flight: InFlight, why: str) -> None:
+        """Island k is gone with its node; the run goes on without it. Its experiment in flight is
+        dropped (never recorded); baselines it still owed move to the other islands."""
+        self.retired.add(k)
+        alive = [i for i in range(self.n) if i not in self.retired]
+        print(f"[evolve] island {k} lost its node {(self._nodes.get(k) or '?')[:12]}; it is retired "
+              f"({why}), {len(alive)} islands go on", flush=True)
+        owed = self.baselines_left.pop(k, [])
+        if flight.proposal is None:
+            owed.append(BaselineRun(island=k, seed=flight.job.seed))
+        for i, b in enumerate(owed):
+            if alive:
+                self.baselines_left[alive[i % len(alive)]].append(b)
+        self.baselines_left[k] = []
+
     def _run_again(self, flight: InFlight, m: Measurement, view: LiveView) -> bool:
         """Sends a would-be keep back to its island with a new seed when its gain is too close to the
         noise floor, or implausibly large, to trust one run (see selection.rerun_reason)."""
@@ -400,7 +467,7 @@ class Engine:
         flight.job = replace(flight.job, job_id=self._job_id(k),
                              seed=runs[0].job.seed + RERUN_SEED_STRIDE * len(flight.earlier))
         flight.attempts = 1
-        self.inflight[self.actors[k].evaluate.remote(flight.job)] = flight
+        self._submit(k, flight)
         view.started(k, f"re-run (seed {flight.job.seed}): {flight.proposal.candidate.description}")
         return True
 

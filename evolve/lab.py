@@ -123,6 +123,25 @@ class Lab:
             if os.path.exists(index):
                 os.unlink(index)
 
+    def bundle(self, commit: str, have: set[str] | frozenset[str] = frozenset()) -> bytes | None:
+        """A git bundle of `commit` and its history, less what `have` (commits the receiver already
+        holds) covers; None when the receiver has `commit` already."""
+        ref = f"refs/evolve/{self.run_name}/ship"
+        self.repo.git.update_ref(ref, commit)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "history.bundle"
+                exclude = ["--not", *sorted(have)] if have else []
+                try:
+                    self.repo.git.bundle("create", "--quiet", str(path), ref, *exclude)
+                except git.GitCommandError as e:
+                    if "empty bundle" in str(e):
+                        return None
+                    raise
+                return path.read_bytes()
+        finally:
+            self.repo.git.update_ref("-d", ref)
+
     def commit_candidate(self, parents: tuple[str, ...], source: str, description: str,
                          trailers: Trailers) -> str:
         message = f"{description}\n\n{trailers.render()}"

@@ -1,18 +1,28 @@
-"""The Island: one worktree (and, under Ray, one GPU) that measures candidates one at a time.
+"""The Island: one checkout (and, under Ray, one GPU) that measures candidates one at a time.
 
 It checks out the parent commit, writes the candidate's train.py, guards it, runs the fitness
 subprocess, guards again and leaves the checkout pristine. It never commits or decides: the
 driver records the result (see evolve/engine.py). The engine wraps this class in `ray.remote`.
+
+On the driver's node the checkout is a worktree of the lab in the run directory. On any other
+node (or everywhere with `checkouts="clone"`) it is a node-local clone under `node_dir` that
+receives commits as git bundles, and the island returns its log's text instead of writing into
+the run directory: nothing assumes a shared file system.
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .fitness import FitnessResult, Status, run_fitness
+from .clone import NodeClone
+from .environment import scrubbed_env
+from .fitness import FitnessResult, Status, kill_stale, run_fitness
 from .guards import clean_worktree, post_run_check, pre_run_check, reset_checkout
+
+MAX_LOG_BYTES = 8 * 2**20   # of a remote island's log sent back to the driver (the tail is kept)
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,7 @@ class Job:
     parent: str                  # commit to check out
     source: str | None           # candidate train.py; None = run the parent unchanged (baseline)
     seed: int
+    bundle: bytes | None = None  # git history a node-local clone lacks (set by the engine per island)
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,13 @@ class IslandSettings:
     python: str = sys.executable
     max_memory_mb: int | None = None        # per-process memory limit of a fitness run (CPU only)
     evaluator: str | None = "auto"          # prepare.py's function whose result is the score
+    cache_dir: str | None = None            # per-island compile caches live in <cache_dir>/island-<k>
+    # Where islands keep their node-local clones when their node is not the driver's.
+    driver_node: str | None = None          # the driver's Ray node id (None: not under Ray)
+    node_dir: str = "/tmp/evolve-nodes"
+    run_name: str = "run"
+    checkouts: str = "auto"                 # auto: worktree on the driver's node, clone elsewhere; clone
+    prepare_task: bool = False              # run `python prepare.py` once in a node-local clone
 
 
 @dataclass(frozen=True)
@@ -44,19 +62,67 @@ class Measurement:
     result: FitnessResult
     started: float
     finished: float
+    node: str | None = None          # Ray node id of the island that measured it
+    log_text: str | None = None      # the log itself, from an island whose log is not in the run dir
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # noqa: BLE001 - outside Ray there is no node
+        return None
 
 
 class Island:
-    def __init__(self, index: int, checkout: str, task_dir: str, settings: IslandSettings):
+    def __init__(self, index: int, worktree: str, task_subdir: str, settings: IslandSettings):
         self.index = index
-        self.checkout = Path(checkout)     # the worktree root
-        self.task_dir = Path(task_dir)     # where train.py lives inside it
         self.settings = settings
+        self.node = _node_id()
+        self.remote = settings.checkouts == "clone" or (
+            settings.driver_node is not None and self.node not in (None, settings.driver_node))
+        if self.remote:
+            home = (Path(settings.node_dir).expanduser() / settings.run_name / f"node-{(self.node or 'local')[:12]}"
+                    / f"island-{index}")
+            self.clone: NodeClone | None = NodeClone(home / "repo")
+            self.checkout = self.clone.root
+            self.log_dir, self.pid_dir, caches = home / "logs", home / "pids", home / "cache"
+            kill_stale(self.pid_dir / f"island-{index}.pid")  # left by an island of a killed run
+        else:
+            self.clone = None
+            self.checkout = Path(worktree)
+            self.log_dir, self.pid_dir = Path(settings.log_dir), Path(settings.pid_dir)
+            caches = Path(settings.cache_dir or self.log_dir.parent / "cache") / f"island-{index}"
+        self.task_dir = self.checkout / task_subdir      # where train.py lives inside the checkout
+        # Compile caches kept across experiments (outside the checkout, which is cleaned after each
+        # run), so an unchanged or slightly changed model starts warm.
+        self.env = {**settings.extra_env, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
+                    "TRITON_CACHE_DIR": str(caches / "triton")}
+        self._prepared = False
+
+    def where(self) -> tuple[str | None, bool]:
+        """(Ray node id, whether the checkout is a node-local clone)."""
+        return self.node, self.remote
+
+    def _receive(self, job: Job) -> None:
+        if job.bundle:
+            self.clone.receive(job.bundle)
+        self.clone.ensure_head(job.parent)
+        if self.settings.prepare_task and not self._prepared:
+            # The task's data is built once per node (prepare.py caches it and locks while building).
+            done = subprocess.run([self.settings.python, "prepare.py"], cwd=self.task_dir, capture_output=True,
+                                  text=True, env=scrubbed_env(extra=self.env))
+            if done.returncode != 0:
+                raise RuntimeError(f"prepare.py failed on node {self.node}:\n{done.stderr[-3000:]}")
+            self._prepared = True
 
     def evaluate(self, job: Job) -> Measurement:
         started = time.time()
         s = self.settings
-        log_path = Path(s.log_dir) / f"{job.job_id}.log"
+        if self.clone is not None:
+            self._receive(job)
+        log_path = self.log_dir / f"{job.job_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         reset_checkout(self.checkout, job.parent)
         if job.source is not None:
@@ -67,14 +133,20 @@ class Island:
             result = FitnessResult.rejected(reason, log_path)
         else:
             result = run_fitness(self.task_dir, budget_s=s.budget_s, grace_s=s.grace_s, log_path=log_path,
-                                 seed=job.seed, extra_env=s.extra_env, python=s.python,
+                                 seed=job.seed, extra_env=self.env, python=s.python,
                                  num_threads=s.num_threads, max_memory_mb=s.max_memory_mb, evaluator=s.evaluator,
-                                 pidfile=Path(s.pid_dir) / f"island-{self.index}.pid")
+                                 pidfile=self.pid_dir / f"island-{self.index}.pid")
             tampered = post_run_check(self.task_dir, s.pinned_prepare_sha256)
             if tampered:
                 result = replace(result, status=Status.REJECTED, val_bpb=None, reason=tampered)
         clean_worktree(self.checkout)
-        return Measurement(job=job, result=result, started=started, finished=time.time())
+        log_text = None
+        if self.remote:
+            with open(log_path, "rb") as f:
+                f.seek(max(0, log_path.stat().st_size - MAX_LOG_BYTES))
+                log_text = f.read().decode(errors="replace")
+        return Measurement(job=replace(job, bundle=None), result=result, started=started, finished=time.time(),
+                           node=self.node, log_text=log_text)
 
     def ping(self) -> int:
         return self.index

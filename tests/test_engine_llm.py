@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from evolve.records import OperatorFailure
 from tests.llm_server import Empty, Reply, ScriptedLLM, Status

@@ -145,3 +145,21 @@ def test_hall_of_fame_scores_a_commit_by_all_its_measurements():
     assert [(m.commit, round(m.val_bpb, 3)) for m in hof] == [("base", 3.16), ("child", 3.17)]
     assert state.champion().commit == "base"
     assert state.islands[1].champion().val_bpb == 3.12  # an island keeps its own view
+
+
+def test_disk_full_is_recognised_in_every_form_it_reaches_the_engine():
+    import errno
+
+    from evolve.disk import DiskFull, is_disk_full
+
+    assert is_disk_full(DiskFull("the disk of runs/x is full"))
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    try:
+        try:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        except OSError as inner:
+            raise RuntimeError("island 0 failed") from inner
+    except RuntimeError as outer:
+        assert is_disk_full(outer)
+    assert is_disk_full(RuntimeError("git commit-tree: fatal: No space left on device"))  # a git command's stderr
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))

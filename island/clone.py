@@ -1,0 +1,49 @@
+"""A node-local clone: the checkout of an island whose node may not see the driver's file system.
+
+The lab repository stays with the driver. An island on another node keeps its own clone in a
+node-local directory and receives the commits it needs as git bundles (bytes, carried by Ray's
+object store inside the Job); it never reads or writes the run directory. The candidate's
+train.py arrives as text and the driver makes the commit, so records and branches are the same
+as on one node.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import git
+
+
+class NodeClone:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.root / ".git").exists():
+            git.Repo.init(self.root).close()
+
+    def receive(self, bundle: bytes) -> None:
+        """Fetches every commit in `bundle` (whose prerequisites this clone already has)."""
+        fd, path = tempfile.mkstemp(suffix=".bundle", dir=self.root / ".git")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(bundle)
+            with git.Repo(self.root) as repo:
+                # Keep what arrived reachable under refs/received/, so git gc never drops it.
+                repo.git.fetch("--quiet", path, "+refs/*:refs/received/*")
+        finally:
+            os.unlink(path)
+
+    def has(self, commit: str) -> bool:
+        with git.Repo(self.root) as repo:
+            try:
+                repo.git.cat_file("-e", f"{commit}^{{commit}}")
+                return True
+            except git.GitCommandError:
+                return False
+
+    def ensure_head(self, commit: str) -> None:
+        """A fresh clone has no HEAD yet; check out `commit` so that resets have one to go back to."""
+        with git.Repo(self.root) as repo:
+            if not repo.head.is_valid():
+                repo.git.checkout("--detach", "--force", "--quiet", commit)
