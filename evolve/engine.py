@@ -22,7 +22,7 @@ from statistics import fmean
 import git
 import ray
 
-from island.actor import Island, IslandSettings, Job, Measurement
+from island.actor import Island, IslandSettings, Job, Measurement, NodeSetupError
 from island.environment import scrubbed_env
 from island.fitness import FitnessResult, Status
 from island.guards import reset_checkout
@@ -184,14 +184,17 @@ class Engine:
         self._nodes: dict[int, str | None] = {}      # island -> the Ray node it last ran on
         self.actors = [self._new_actor(k) for k in range(self.n)]
         # Where each island landed (waits for the actors to start, which the baselines need anyway).
-        try:
-            placed = ray.get([a.where.remote() for a in self.actors], timeout=ACTOR_START_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
-            raise ConfigError(f"islands={self.n} could not all start within {ACTOR_START_TIMEOUT_S} s, each asking "
-                              f"for {options}; the cluster has {ray.cluster_resources()}: lower islands or add "
-                              "nodes") from None
-        for k, (node, clone) in enumerate(placed):
-            self._nodes[k], self._clones[k] = node, clone
+        where = {a.where.remote(): k for k, a in enumerate(self.actors)}
+        started, _ = ray.wait(list(where), num_returns=len(where), timeout=ACTOR_START_TIMEOUT_S)
+        if not started:
+            raise ConfigError(f"no island could start within {ACTOR_START_TIMEOUT_S} s, each asking for {options}; "
+                              f"the cluster has {ray.cluster_resources()}: lower islands or add nodes")
+        for ref in started:
+            self._nodes[where[ref]], self._clones[where[ref]] = ray.get(ref)
+        for k in sorted(set(where.values()) - {where[ref] for ref in started}):
+            # e.g. a resumed run whose cluster lost a node for good: it goes on with the others
+            ray.kill(self.actors[k])
+            self._retire(k, None, f"it could not start within {ACTOR_START_TIMEOUT_S} s, asking for {options}")
         remote = [k for k in range(self.n) if self._clones[k]]
         if remote:
             print(f"[evolve] islands {remote} run on other nodes with node-local clones under "
@@ -200,6 +203,7 @@ class Engine:
     def _new_actor(self, k: int):
         self._shipped[k] = set()      # a new actor may land on a node without this island's clone
         self._clones[k] = None
+        self._nodes[k] = None
         remote = ray.remote(Island).options(**self._island_options, name=None)
         return remote.remote(k, str(self.ws.worktree(k)), self.ws.manifest.prefix, self._settings)
 
@@ -228,13 +232,13 @@ class Engine:
             print(f"[evolve] {self.run_dir} already has {len(self.state.experiments)} experiments "
                   f"(run.max_experiments={max_exp}); nothing to do", flush=True)
             return self.state
+        self.inflight: dict[ray.ObjectRef, InFlight] = {}
+        self.retired: set[int] = set()     # islands gone for good (lost node, full node disk)
+        self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
+        self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
         self._prepare_task_data()
         self._start_actors()
         deadline = time.time() + self.cfg.run.hours * 3600 if self.cfg.run.hours > 0 else None
-        self.inflight: dict[ray.ObjectRef, InFlight] = {}
-        self.retired: set[int] = set()
-        self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
-        self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
         view = LiveView(self.state, self.n, max_exp, self.run_dir, live=self.cfg.run.live and sys.stdout.isatty())
         old_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         interrupted, disk_full = False, None
@@ -260,9 +264,13 @@ class Engine:
             interrupted = True
             print("\n[evolve] interrupted: stopping islands; unfinished experiments will re-run on resume",
                   flush=True)
-        except DiskFull as e:
-            interrupted, disk_full = True, e
-            print(f"\n[evolve] {e}", flush=True)
+        except Exception as e:  # noqa: BLE001 - a full disk, wherever it shows, is a clean stop
+            if not disk.is_disk_full(e):
+                raise
+            disk_full = e if isinstance(e, DiskFull) else DiskFull(
+                disk.message(self.run_dir, self.cfg.run.min_free_mb, f"{type(e).__name__}: {e}"))
+            interrupted = True
+            print(f"\n[evolve] {disk_full}", flush=True)
         finally:
             signal.signal(signal.SIGTERM, old_sigterm)
             self._shutdown()
@@ -375,19 +383,26 @@ class Engine:
         try:
             measurement: Measurement = self._arrived(k, ray.get(ref))
         except ray.exceptions.RayError as e:
-            if disk.is_disk_full(e):
+            if disk.is_disk_full(e) and not self._clones.get(k):
                 self._check_disk(f"island {k} could not write its files")
             # The actor died (killed, OOM-killed worker, lost node) or raised: the experiment is not a
             # row yet. Replace the actor (killing it first, so it cannot keep its GPU) and re-run;
             # after MAX_ACTOR_RETRIES the experiment is recorded as a crash so nothing is dropped.
             ray.kill(self.actors[k])
+            node = (self._nodes.get(k) or "?")[:12]
             if self._node_lost(k):
                 if OnNodeLoss(self.cfg.ray.on_node_loss) == OnNodeLoss.retire:
-                    self._retire(k, flight, "ray.on_node_loss=retire")
+                    self._retire(k, flight, f"it lost its node {node} (ray.on_node_loss=retire)")
                     return
                 if not self._room_for_an_island():
-                    self._retire(k, flight, "no room for it on the remaining nodes")
+                    self._retire(k, flight, f"it lost its node {node} and the other nodes have no room for it")
                     return
+            elif self._clones.get(k) and disk.is_disk_full(e):
+                self._retire(k, flight, f"the disk of its node {node} is full (ray.node_dir={self.cfg.ray.node_dir})")
+                return
+            elif isinstance(getattr(e, "cause", None), NodeSetupError):
+                self._retire(k, flight, str(e.cause))
+                return
             print(f"[evolve] island {k} failed ({type(e).__name__}); restarting it", flush=True)
             self.actors[k] = self._new_actor(k)
             if flight.attempts <= MAX_ACTOR_RETRIES and not self.stopping:
@@ -433,15 +448,24 @@ class Engine:
         names = {"num_gpus": "GPU", "num_cpus": "CPU"}
         return all(free.get(names[option], 0.0) >= amount for option, amount in self._island_options.items() if amount)
 
-    def _retire(self, k: int, flight: InFlight, why: str) -> None:
-        """Island k is gone with its node; the run goes on without it. Its experiment in flight is
-        dropped (never recorded); baselines it still owed move to the other islands."""
+    def _retire(self, k: int, flight: InFlight | None, why: str) -> None:
+        """Island k is gone (with its node); the run goes on without it. Its experiment in flight is
+        dropped (never recorded); baselines it still owed move to the other islands; an LLM proposal
+        made for it is recorded as an operator failure, so its cost still counts."""
         self.retired.add(k)
         alive = [i for i in range(self.n) if i not in self.retired]
-        print(f"[evolve] island {k} lost its node {(self._nodes.get(k) or '?')[:12]}; it is retired "
-              f"({why}), {len(alive)} islands go on", flush=True)
+        print(f"[evolve] island {k} is retired: {why}; {len(alive)} islands go on", flush=True)
+        self.planned.discard(k)
+        pending = self.prefetch.pop(k, None)
+        if pending is not None:
+            future, request = pending
+            cost = {}
+            if future.done() and future.exception() is None:
+                cost = asdict(future.result().candidate.cost)
+            self._append(OperatorFailure(island=k, operator=request.operator_name, reason=f"island retired: {why}",
+                                         after_seq=self.state.next_seq - 1, cost=cost))
         owed = self.baselines_left.pop(k, [])
-        if flight.proposal is None:
+        if flight is not None and flight.proposal is None:
             owed.append(BaselineRun(island=k, seed=flight.job.seed))
         for i, b in enumerate(owed):
             if alive:
@@ -514,11 +538,12 @@ class Engine:
         self._append(exp)
         self.lab.keep_reachable(seq, commit)
         self._maybe_record_noise_floor()
+        retired = frozenset(self.retired)
         migration = plan_migration(self.state, job.island, self.cfg.migration.interval, self.cfg.migration.size,
-                                   self.cfg.migration.topology, self.rng)
+                                   self.cfg.migration.topology, self.rng, retired)
         if migration:
             self._append(migration)
-        reset = plan_reset(self.state, self.cfg.reset.interval, self.cfg.reset.fraction, self.rng)
+        reset = plan_reset(self.state, self.cfg.reset.interval, self.cfg.reset.fraction, self.rng, retired)
         if reset:
             self._append(reset)
         self._sync_branches()

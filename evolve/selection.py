@@ -73,24 +73,27 @@ def decide_runs(values: list[float], parent_bpb: float, sigma: float, noise_k: f
     return DISCARD, f"not confirmed: mean of {len(values)} runs {mean:.6f} vs parent {parent_bpb:.6f}"
 
 
-def migration_targets(source: int, n_islands: int, topology: Topology, rng: random.Random) -> tuple[int, ...]:
-    if n_islands < 2:
+def migration_targets(source: int, n_islands: int, topology: Topology, rng: random.Random,
+                      retired: frozenset[int] = frozenset()) -> tuple[int, ...]:
+    """Islands that receive `source`'s migrants; retired islands (lost with their node) never do,
+    and the ring closes over the gap they leave."""
+    others = [k for k in range(n_islands) if k != source and k not in retired]
+    if not others:
         return ()
     if topology == Topology.ring:
-        return ((source + 1) % n_islands,)
-    others = [k for k in range(n_islands) if k != source]
+        return (next((k for k in others if k > source), others[0]),)
     if topology == Topology.random:
         return (rng.choice(others),)
     return tuple(others)
 
 
 def plan_migration(state: RunState, source: int, interval: int, size: int, topology: Topology,
-                   rng: random.Random) -> Migration | None:
+                   rng: random.Random, retired: frozenset[int] = frozenset()) -> Migration | None:
     """Due when the source island has finished another `interval` experiments since its last round."""
     island = state.islands[source]
     if interval <= 0 or island.experiments // interval <= island.migration_rounds:
         return None
-    targets = migration_targets(source, state.n_islands, topology, rng)
+    targets = migration_targets(source, state.n_islands, topology, rng, retired)
     migrants = tuple((m.commit, m.val_bpb) for m in island.population.best(size))
     if not targets or not migrants:
         return None
@@ -98,16 +101,17 @@ def plan_migration(state: RunState, source: int, interval: int, size: int, topol
                      migrants=migrants, after_seq=state.next_seq - 1)
 
 
-def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Random) -> Reset | None:
+def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Random,
+               retired: frozenset[int] = frozenset()) -> Reset | None:
     """FunSearch-style: every interval x islands experiments, the weakest islands restart from the
-    champion of a randomly chosen survivor."""
-    n = state.n_islands
-    if interval <= 0 or fraction <= 0 or n < 2:
+    champion of a randomly chosen survivor (retired islands take no part)."""
+    if interval <= 0 or fraction <= 0 or state.n_islands - len(retired) < 2:
         return None
-    if len(state.experiments) // (interval * n) <= state.reset_rounds:
+    if len(state.experiments) // (interval * state.n_islands) <= state.reset_rounds:
         return None
-    ranked = sorted(state.islands, key=lambda isl: (isl.champion().val_bpb if isl.champion() else float("inf"),
-                                                    isl.index))
+    live = [isl for isl in state.islands if isl.index not in retired]
+    n = len(live)
+    ranked = sorted(live, key=lambda isl: (isl.champion().val_bpb if isl.champion() else float("inf"), isl.index))
     n_reset = min(n - 1, max(1, int(fraction * n)))
     survivors, weakest = ranked[: n - n_reset], ranked[n - n_reset:]
     donors_with_members = [isl for isl in survivors if isl.champion() is not None]

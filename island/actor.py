@@ -23,6 +23,12 @@ from .fitness import FitnessResult, Status, kill_stale, run_fitness
 from .guards import clean_worktree, post_run_check, pre_run_check, reset_checkout
 
 MAX_LOG_BYTES = 8 * 2**20   # of a remote island's log sent back to the driver (the tail is kept)
+PREPARE_TIMEOUT_S = 3600    # building (or downloading) a task's data on a node
+
+
+class NodeSetupError(RuntimeError):
+    """The island's node cannot run the task (its data could not be prepared there): the node's
+    fault, not any candidate's."""
 
 
 @dataclass(frozen=True)
@@ -107,15 +113,24 @@ class Island:
 
     def _receive(self, job: Job) -> None:
         if job.bundle:
-            self.clone.receive(job.bundle)
+            self.clone.receive(job.bundle, job.parent)
         self.clone.ensure_head(job.parent)
-        if self.settings.prepare_task and not self._prepared:
-            # The task's data is built once per node (prepare.py caches it and locks while building).
+
+    def _prepare_node(self) -> None:
+        """Builds the task's data on this node once (prepare.py caches it, with a lock), from the
+        pinned prepare.py of a pristine checkout."""
+        reason = pre_run_check(self.task_dir, self.settings.pinned_prepare_sha256)
+        if reason:
+            raise NodeSetupError(f"prepare.py cannot run on node {self.node}: {reason}")
+        try:
             done = subprocess.run([self.settings.python, "prepare.py"], cwd=self.task_dir, capture_output=True,
-                                  text=True, env=scrubbed_env(extra=self.env))
-            if done.returncode != 0:
-                raise RuntimeError(f"prepare.py failed on node {self.node}:\n{done.stderr[-3000:]}")
-            self._prepared = True
+                                  text=True, env=scrubbed_env(extra=self.env), timeout=PREPARE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise NodeSetupError(f"prepare.py took over {PREPARE_TIMEOUT_S} s on node {self.node}") from None
+        if done.returncode != 0:
+            raise NodeSetupError(f"prepare.py failed on node {self.node}: {done.stderr.strip()[-1500:]}")
+        clean_worktree(self.checkout)   # whatever it wrote next to itself is not the candidate's change
+        self._prepared = True
 
     def evaluate(self, job: Job) -> Measurement:
         started = time.time()
@@ -125,6 +140,8 @@ class Island:
         log_path = self.log_dir / f"{job.job_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         reset_checkout(self.checkout, job.parent)
+        if self.clone is not None and self.settings.prepare_task and not self._prepared:
+            self._prepare_node()
         if job.source is not None:
             (self.task_dir / "train.py").write_text(job.source)
         reason = pre_run_check(self.task_dir, s.pinned_prepare_sha256)

@@ -22,15 +22,15 @@ class NodeClone:
         if not (self.root / ".git").exists():
             git.Repo.init(self.root).close()
 
-    def receive(self, bundle: bytes) -> None:
-        """Fetches every commit in `bundle` (whose prerequisites this clone already has)."""
+    def receive(self, bundle: bytes, commit: str) -> None:
+        """Fetches `commit` and its history from `bundle` (whose prerequisites this clone has)."""
         fd, path = tempfile.mkstemp(suffix=".bundle", dir=self.root / ".git")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(bundle)
             with git.Repo(self.root) as repo:
-                # Keep what arrived reachable under refs/received/, so git gc never drops it.
-                repo.git.fetch("--quiet", path, "+refs/*:refs/received/*")
+                # One ref per commit received keeps all of them reachable, so git gc never drops one.
+                repo.git.fetch("--quiet", path, f"+refs/*:refs/received/{commit}/*")
         finally:
             os.unlink(path)
 

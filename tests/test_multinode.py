@@ -92,8 +92,24 @@ def test_with_on_node_loss_retire_the_run_goes_on_with_fewer_islands(tmp_path: P
     removed_at = time.time()
     out, err = proc.communicate(timeout=400)
     assert proc.returncode == 0, err[-3000:]
-    assert "island 1 lost its node" in out and "1 islands go on" in out
+    assert "island 1 is retired: it lost its node" in out and "(ray.on_node_loss=retire); 1 islands go on" in out
     state = assert_records_agree_with_git(run_dir, 2)
     assert len(state.experiments) == EXPERIMENTS
     late = [e for e in state.experiments if e.started > removed_at + 30]
     assert late and {e.island for e in late} == {0}
+
+
+def test_default_task_in_node_local_clones_builds_its_data_on_the_node(tmp_path: Path):
+    """ray.checkouts=clone on one node: the clone path with the real tiny task, whose data each
+    island's node builds itself (into a fresh cache) before its first experiment."""
+    run_dir, node_dir, cache = tmp_path / "clones", tmp_path / "nodes", tmp_path / "fresh-cache"
+    done = subprocess.run(evolve_cmd("+islands=2", "ray.checkouts=clone", f"ray.node_dir={node_dir}",
+                                     f"task.cache_dir={cache}", "task.budget_s=3", "run.max_experiments=3",
+                                     f"run.dir={run_dir}", "run.live=false", "llm=none"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "islands [0, 1] run on other nodes with node-local clones" in done.stdout
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert [e.outcome for e in state.experiments] == ["ok"] * 3, [(e.outcome, e.reason) for e in state.experiments]
+    assert any(cache.rglob("*.npy"))                               # the data was built on the node
+    assert len(list((node_dir / run_dir.name).glob("node-*/island-*/repo/.git"))) == 2

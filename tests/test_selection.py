@@ -98,6 +98,21 @@ def test_topologies():
     assert migration_targets(0, 1, Topology.ring, rng) == ()
 
 
+def test_retired_islands_receive_no_migrants_and_take_no_part_in_resets():
+    rng = random.Random(0)
+    assert migration_targets(0, 4, Topology.ring, rng, retired=frozenset({1})) == (2,)   # the ring closes the gap
+    assert migration_targets(3, 4, Topology.ring, rng, retired=frozenset({0})) == (1,)
+    assert migration_targets(1, 4, Topology.full, rng, retired=frozenset({2})) == (0, 3)
+    assert all(migration_targets(0, 3, Topology.random, rng, retired=frozenset({1})) == (2,) for _ in range(10))
+    assert migration_targets(0, 2, Topology.ring, rng, retired=frozenset({1})) == ()
+    state = RunState(n_islands=3, population_size=2)
+    for seq, (island, val) in enumerate([(0, 1.0), (1, 1.1), (2, 0.9), (0, 1.0), (1, 1.1), (2, 0.9)]):
+        state.apply(exp(seq, island, f"c{seq}", val))
+    reset = plan_reset(state, interval=2, fraction=0.5, rng=rng, retired=frozenset({1}))
+    assert reset is not None and [(i, d) for i, d, _, _ in reset.resets] == [(0, 2)]   # island 1 is neither
+    assert plan_reset(state, interval=2, fraction=0.5, rng=rng, retired=frozenset({1, 2})) is None
+
+
 def test_migration_is_due_every_interval_and_recorded_once():
     state = RunState(n_islands=2, population_size=3)
     state.apply(exp(0, 0, "a", 1.0, operator="baseline", parents=()))
