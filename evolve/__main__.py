@@ -10,6 +10,11 @@ import os
 import sys
 from pathlib import Path
 
+from operators.keys import environment_with_keys, withdraw_from_environment
+
+# Before anything starts (threads, Ray, git): keys leave the environment for this process's memory
+# (re-executing once), so that no process a candidate can inspect holds them.
+withdraw_from_environment()
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import hydra  # noqa: E402
@@ -46,7 +51,7 @@ def main(cfg: DictConfig) -> None:
         from .engine import Engine  # heavy imports (ray) only once the config is valid
         from .llm_choice import choose_llm
 
-        llm = choose_llm(cfg.llm)
+        llm = choose_llm(cfg.llm, environment_with_keys())
         Engine(cfg, run_dir, islands, llm).run()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -63,6 +63,11 @@ def get(name: str) -> str | None:
     return _held.get(name) or os.environ.get(name)
 
 
+def environment_with_keys() -> dict[str, str]:
+    """os.environ plus the withdrawn keys: what the environment looked like at start."""
+    return {**os.environ, **_held}
+
+
 def held_values() -> list[str]:
     """Every withdrawn secret's value (for redaction)."""
     return list(_held.values())

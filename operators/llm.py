@@ -39,9 +39,10 @@ prices them at (0.0 for models it does not know, e.g. a local server) and the pr
 time. A NoCandidate raised after the model was called carries the same in its `cost` attribute,
 so failed proposals can be accounted for too.
 
-Keys are never passed in, stored or logged: litellm reads them from the environment
-(ANTHROPIC_API_KEY, OPENAI_API_KEY, ...); `api_key_env` names another variable to read one from,
-at call time. litellm is imported on first use (it takes seconds), with
+Keys are never passed in, stored or logged: each call looks up the provider's key by name
+(ANTHROPIC_API_KEY, OPENAI_API_KEY, ...; `api_key_env` names another variable) among the keys the
+driver withdrew from its environment at start, else in the environment (operators/keys.py), and
+hands it to litellm explicitly. litellm is imported on first use (it takes seconds), with
 LITELLM_LOCAL_MODEL_COST_MAP=True unless set otherwise, so nothing is fetched at import.
 """
 from __future__ import annotations
@@ -54,7 +55,7 @@ import time
 from typing import Any
 
 from island.environment import SECRET_NAME_PARTS
-from operators import prompts
+from operators import keys, prompts
 from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
 from operators.edits import (apply_edits, edits_to_other_files, is_target, nearest_lines, parse_reply,
                              same_program, syntax_error)
@@ -99,8 +100,9 @@ def redact(text: str) -> str:
     """`text` with anything that looks like a key, and the value of any environment variable whose
     name looks secret (island.environment's SECRET_NAME_PARTS: *KEY*, *TOKEN*, *SECRET*, ...),
     replaced by [redacted]."""
-    for name, value in os.environ.items():
-        if len(value) >= 6 and any(word in name.upper() for word in SECRET_NAME_PARTS) and value in text:
+    values = [v for name, v in os.environ.items() if any(word in name.upper() for word in SECRET_NAME_PARTS)]
+    for value in values + keys.held_values():
+        if len(value) >= 6 and value in text:
             text = text.replace(value, "[redacted]")
     for pattern in _SECRET_PATTERNS:
         if pattern.groups:
@@ -239,17 +241,16 @@ class _LLMOperator:
                 f"max_fix_rounds={self.max_fix_rounds})")
 
     def completion_kwargs(self, messages: list[dict]) -> dict:
-        """The arguments of litellm.completion for these messages (no key unless api_key_env)."""
+        """The arguments of litellm.completion for these messages, the provider's key included."""
         kwargs = dict(model=self.model, messages=messages, temperature=self.temperature,
                       max_tokens=self.max_tokens, timeout=self.timeout_s, num_retries=self.num_retries,
                       drop_params=True)
         if self.api_base:
             kwargs["api_base"] = self.api_base
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if key:
-                kwargs["api_key"] = key
-        elif self.api_base and self.model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+        key = keys.api_key_for(self.model, self.api_key_env)
+        if key:
+            kwargs["api_key"] = key   # explicit: the driver's environment holds no keys (operators/keys.py)
+        elif self.api_base and self.model.startswith("openai/") and not self.api_key_env:
             kwargs["api_key"] = "no-key"  # local OpenAI-compatible servers accept any; the SDK needs one
         return kwargs
 

@@ -181,9 +181,16 @@ def test_unbounded_allocation_is_oom_under_max_memory_mb(make_git_repo, tmp_path
 # --- end to end through the engine ---------------------------------------------------------------
 
 ENV_THIEF = textwrap.dedent(f'''\
-    # {MARKER} reads what it can find of the engine's keys and prints it
-    import os
+    # {MARKER} reads what it can find of the engine's keys and prints it: its own environment, and
+    # that of every process it can see (the driver's, Ray's, git's), as a same-user process can
+    import glob, os
     found = [f"{{k}}={{v}}" for k, v in os.environ.items() if "sk-" in v or "KEY" in k or "TOKEN" in k]
+    for path in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            entries = open(path, "rb").read().split(b"\\0")
+        except OSError:
+            continue
+        found += [e.decode(errors="replace") for e in entries if e.startswith(b"OPENAI_API_KEY=")]
     print("stolen:", found)
     with open("stolen.txt", "w") as f:
         f.write(repr(dict(os.environ)))
