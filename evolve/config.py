@@ -49,7 +49,8 @@ class OnMaxCost(str, Enum):
 class RunConfig:
     # Where the run lives (lab repo, worktrees, records, logs). Rerunning with the same dir resumes.
     dir: str = "runs/${now:%Y%m%d-%H%M%S}"
-    # Stop after this many evaluated experiments in total over all islands (baselines included).
+    # Stop after this many evaluated experiments in total over all islands (baselines included;
+    # confirmation runs of an experiment are not counted, see selection.confirm_sigmas).
     max_experiments: int = 50
     # Stop starting new experiments after this many hours (0 = no time limit).
     hours: float = 0.0

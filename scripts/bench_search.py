@@ -10,7 +10,8 @@
 The task is scripts/tasks/deceptive (train.py scores its two constants instantly on a deceptive
 landscape whose numbers are all constants of its prepare.py; see there). Every run uses the offline
 operators only (llm=none) and the same total number of evaluations (run.max_experiments,
-baselines included), so the islands pay for their four baselines out of the same budget:
+baselines included; confirmation runs off), so the islands pay for their four baselines out of the
+same budget:
 
     ratchet          islands=1 selection=ratchet                (perturb only, keep any strict gain)
     islands          islands=4 migration.interval=5 reset.interval=10 reset.fraction=0.5
@@ -115,8 +116,8 @@ def copy_task(src: Path, dest: Path, prepare_sets: dict[str, object]) -> Path:
     if prepare_sets:
         prepare = dest / "prepare.py"
         prepare.write_text(rewrite_constants(prepare.read_text(), prepare_sets))
-    from evolve.workspace import _inside_git_repo
-    if _inside_git_repo(dest):
+    from evolve.workspace import _git_toplevel
+    if _git_toplevel(dest) is not None:
         raise SystemExit(f"{dest} is inside a git repository; choose --workdir outside one")
     return dest
 
@@ -192,8 +193,11 @@ def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path,
     from evolve.records import Migration, Reset
 
     islands, extra = CONFIGS[config]
+    # Confirmation runs are off: they are fitness runs that run.max_experiments does not count, and
+    # the comparison is at equal fitness runs.
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
-                 f"run.max_experiments={evaluations}", "run.live=false", f"seed={seed}", *extra]
+                 f"run.max_experiments={evaluations}", "run.live=false", f"seed={seed}",
+                 "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *extra]
     cfg = compose(islands, overrides)
     run_dir = workdir / f"{config}-seed{seed}"
     OmegaConf.update(cfg, "run.dir", str(run_dir))

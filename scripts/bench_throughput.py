@@ -7,11 +7,13 @@ experiment, and what a slow LLM costs with and without prefetching.
     python scripts/bench_throughput.py --no-llm            # only the islands-scaling runs
     python scripts/bench_throughput.py --hold busy         # train.py busy-waits a core instead of sleeping
     python scripts/bench_throughput.py --repeats 2         # every run twice, in alternating order
+    python scripts/bench_throughput.py --no-llm --clones   # also N islands on node-local clones
 
 The task is scripts/tasks/fixedtime, copied to a temporary folder outside any git repository: its
 train.py holds the 'accelerator' (sleeps, or busy-waits with --hold busy) for exactly the budget and
 then scores its constants. Every run is a real `python -m evolve ... task=custom task.dir=<copy>
-task.budget_s=S run.max_experiments=M` subprocess; all figures come from its journal.jsonl:
+task.budget_s=S run.max_experiments=M` subprocess (confirmation runs off: one fitness run per
+experiment); all figures come from its journal.jsonl:
 
   cycle       median time between the starts of consecutive experiments of one island (children
               only: Python/Ray start-up, generation 0 and shutdown are excluded and reported apart)
@@ -29,7 +31,9 @@ this process), which answers every request after --llm-delay x budget with a who
 block that changes LEARNING_RATE to a new value (so no reply is a duplicate); only llm_mutation is
 enabled. llm.prefetch=true (proposal overlaps the previous training) is compared with
 llm.prefetch=false (propose, then train: the anchor's serial loop), both against the no-LLM run with
-the same number of islands, measured in the same invocation. Runs of one invocation share the
+the same number of islands, measured in the same invocation. --clones adds N islands with
+ray.checkouts=clone: the multi-node path (git bundles into node-local clones, logs sent back to the
+driver) on this one node, against the worktrees of the N-island run. Runs of one invocation share the
 machine's load, so compare within one table, not across invocations.
 """
 from __future__ import annotations
@@ -174,7 +178,7 @@ def run_evolve(run: Run, task: Path, workdir: Path, budget: float, per_island: i
     total = baselines + per_island * run.islands
     cmd = [sys.executable, "-m", "evolve", f"islands={run.islands}", "task=custom", f"task.dir={task}",
            f"task.budget_s={budget}", "task.grace_s=60", f"run.max_experiments={total}", f"run.dir={run_dir}",
-           "run.live=false", *extra]
+           "run.live=false", "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *extra]
     print(f"[bench_throughput] {run.name}: {' '.join(cmd[1:])}", flush=True)
     with open(workdir / f"{run.name}.out", "w") as out:
         run.launched = time.time()
@@ -218,6 +222,7 @@ def main() -> None:
     ap.add_argument("--llm-delay", type=float, default=0.4, help="LLM answer delay as a fraction of the budget")
     ap.add_argument("--llm-islands", type=int, default=1, help="islands of the LLM runs (default 1)")
     ap.add_argument("--no-llm", action="store_true", help="skip the slow-LLM runs")
+    ap.add_argument("--clones", action="store_true", help="add N islands on node-local clones (ray.checkouts=clone)")
     ap.add_argument("--repeats", type=int, default=1, help="repeat every run (alternating order)")
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temporary dir)")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
@@ -232,8 +237,8 @@ def main() -> None:
         if args.hold != "sleep":
             prepare = task / "prepare.py"
             prepare.write_text(prepare.read_text().replace('HOLD = "sleep"', f'HOLD = "{args.hold}"', 1))
-        from evolve.workspace import _inside_git_repo
-        if _inside_git_repo(task):  # the engine would use it in place and put its branches in that repository
+        from evolve.workspace import _git_toplevel
+        if _git_toplevel(task) is not None:  # the engine would use it in place and put its branches in that repository
             raise SystemExit(f"{task} is inside a git repository; pass a --workdir outside one")
         env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "RAY_USAGE_STATS_ENABLED": "0"}
         timeout = 600 + 3 * args.budget * (args.per_island + 4)
@@ -244,6 +249,9 @@ def main() -> None:
               flush=True)
 
         plan: list[tuple[str, int, str]] = [("1 island", 1, "none"), (f"{args.islands} islands", args.islands, "none")]
+        clones = f"{args.islands} islands, node-local clones"
+        if args.clones:
+            plan.append((clones, args.islands, "none"))
         if not args.no_llm:
             n = args.llm_islands
             if n not in (1, args.islands):
@@ -259,7 +267,10 @@ def main() -> None:
                 slug = f"r{r}-" + name.replace(" ", "-").replace(",", "")
                 run_named = Run(name=slug, islands=islands, llm=llm)
                 if llm == "none":
-                    run_evolve(run_named, task, workdir, args.budget, args.per_island, ["llm=none"], env, timeout)
+                    extra = ["llm=none"]
+                    if name == clones:
+                        extra += ["ray.checkouts=clone", f"ray.node_dir={workdir / 'nodes'}"]
+                    run_evolve(run_named, task, workdir, args.budget, args.per_island, extra, env, timeout)
                 else:
                     from tests.llm_server import Delay, Reply, ScriptedLLM
 
@@ -329,6 +340,13 @@ def main() -> None:
                         "(worst of the no-LLM runs)",
                         f"{worst / REFERENCE_BUDGET_S:.3%} ({worst * 1000:.0f} ms)", "<= 1%",
                         "met" if worst / REFERENCE_BUDGET_S <= 0.01 else "NOT met"])
+        if args.clones:
+            extra_ms = (fig(clones, Run.overhead) - fig(many, Run.overhead)) * 1000
+            summary.append([f"node-local clones vs worktrees, {args.islands} islands: extra overhead per experiment "
+                            f"(rate ratio in brackets)",
+                            f"{extra_ms:+.0f} ms ({fig(clones, Run.rate) / fig(many, Run.rate):.3f})",
+                            f"<= 1% of {REFERENCE_BUDGET_S:.0f} s",
+                            "met" if extra_ms / 1000 <= 0.01 * REFERENCE_BUDGET_S else "NOT met"])
         if not args.no_llm:
             n = args.llm_islands
             label = f"{n} island{'s' if n > 1 else ''}"
