@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,8 +21,7 @@ from statistics import fmean
 import git
 import ray
 
-from island.actor import Island, IslandSettings, Job, Measurement, NodeSetupError
-from island.environment import scrubbed_env
+from island.actor import Island, IslandSettings, Job, Measurement, NodeSetupError, run_prepare
 from island.fitness import FitnessResult, Status
 from island.guards import reset_checkout
 from island.fitness import kill_stale
@@ -134,11 +132,9 @@ class Engine:
         if Path(self.ws.manifest.task_dir) != PACKAGED_TASK:
             return
         print("[evolve] preparing task data (built once, then cached)", flush=True)
-        env = scrubbed_env(extra=self._env())
-        done = subprocess.run([sys.executable, "prepare.py"], cwd=self.task_dirs[0], env=env,
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"prepare.py failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+        error = run_prepare(self.task_dirs[0], sys.executable, self._env())
+        if error:
+            raise RuntimeError(error)
 
     def _start_actors(self) -> None:
         self._own_ray = not ray.is_initialized()
@@ -464,13 +460,11 @@ class Engine:
                 cost = asdict(future.result().candidate.cost)
             self._append(OperatorFailure(island=k, operator=request.operator_name, reason=f"island retired: {why}",
                                          after_seq=self.state.next_seq - 1, cost=cost))
-        owed = self.baselines_left.pop(k, [])
+        owed, self.baselines_left[k] = self.baselines_left[k], []
         if flight is not None and flight.proposal is None:
             owed.append(BaselineRun(island=k, seed=flight.job.seed))
-        for i, b in enumerate(owed):
-            if alive:
-                self.baselines_left[alive[i % len(alive)]].append(b)
-        self.baselines_left[k] = []
+        for i, b in enumerate(owed if alive else []):
+            self.baselines_left[alive[i % len(alive)]].append(b)
 
     def _run_again(self, flight: InFlight, m: Measurement, view: LiveView) -> bool:
         """Sends a would-be keep back to its island with a new seed when its gain is too close to the

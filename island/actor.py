@@ -72,6 +72,19 @@ class Measurement:
     log_text: str | None = None      # the log itself, from an island whose log is not in the run dir
 
 
+def run_prepare(task_dir: Path, python: str, extra_env: dict[str, str], timeout: float | None = None) -> str | None:
+    """Runs the task's `python prepare.py` (which builds and caches its data) in a scrubbed
+    environment; None when it succeeded, else what went wrong with the end of its output."""
+    try:
+        done = subprocess.run([python, "prepare.py"], cwd=task_dir, capture_output=True, text=True,
+                              env=scrubbed_env(extra=extra_env), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"prepare.py took over {timeout:g} s"
+    if done.returncode != 0:
+        return f"prepare.py failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
+    return None
+
+
 def _node_id() -> str | None:
     try:
         import ray
@@ -86,9 +99,9 @@ class Island:
         self.index = index
         self.settings = settings
         self.node = _node_id()
-        self.remote = settings.checkouts == "clone" or (
+        remote = settings.checkouts == "clone" or (
             settings.driver_node is not None and self.node not in (None, settings.driver_node))
-        if self.remote:
+        if remote:
             home = (Path(settings.node_dir).expanduser() / settings.run_name / f"node-{(self.node or 'local')[:12]}"
                     / f"island-{index}")
             self.clone: NodeClone | None = NodeClone(home / "repo")
@@ -109,7 +122,7 @@ class Island:
 
     def where(self) -> tuple[str | None, bool]:
         """(Ray node id, whether the checkout is a node-local clone)."""
-        return self.node, self.remote
+        return self.node, self.clone is not None
 
     def _receive(self, job: Job) -> None:
         if job.bundle:
@@ -122,13 +135,9 @@ class Island:
         reason = pre_run_check(self.task_dir, self.settings.pinned_prepare_sha256)
         if reason:
             raise NodeSetupError(f"prepare.py cannot run on node {self.node}: {reason}")
-        try:
-            done = subprocess.run([self.settings.python, "prepare.py"], cwd=self.task_dir, capture_output=True,
-                                  text=True, env=scrubbed_env(extra=self.env), timeout=PREPARE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise NodeSetupError(f"prepare.py took over {PREPARE_TIMEOUT_S} s on node {self.node}") from None
-        if done.returncode != 0:
-            raise NodeSetupError(f"prepare.py failed on node {self.node}: {done.stderr.strip()[-1500:]}")
+        error = run_prepare(self.task_dir, self.settings.python, self.env, PREPARE_TIMEOUT_S)
+        if error:
+            raise NodeSetupError(f"on node {self.node}: {error}")
         clean_worktree(self.checkout)   # whatever it wrote next to itself is not the candidate's change
         self._prepared = True
 
@@ -158,7 +167,7 @@ class Island:
                 result = replace(result, status=Status.REJECTED, val_bpb=None, reason=tampered)
         clean_worktree(self.checkout)
         log_text = None
-        if self.remote:
+        if self.clone is not None:
             with open(log_path, "rb") as f:
                 f.seek(max(0, log_path.stat().st_size - MAX_LOG_BYTES))
                 log_text = f.read().decode(errors="replace")

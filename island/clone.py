@@ -34,14 +34,6 @@ class NodeClone:
         finally:
             os.unlink(path)
 
-    def has(self, commit: str) -> bool:
-        with git.Repo(self.root) as repo:
-            try:
-                repo.git.cat_file("-e", f"{commit}^{{commit}}")
-                return True
-            except git.GitCommandError:
-                return False
-
     def ensure_head(self, commit: str) -> None:
         """A fresh clone has no HEAD yet; check out `commit` so that resets have one to go back to."""
         with git.Repo(self.root) as repo:
