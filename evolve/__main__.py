@@ -10,16 +10,20 @@ import os
 import sys
 from pathlib import Path
 
-from operators.keys import environment_with_keys, withdraw_from_environment
+if __name__ == "__main__":
+    # Before anything starts (threads, Ray, git), and only when run as a program (never on import):
+    # keys leave the environment for this process's memory (re-executing once, before the heavy
+    # imports), so that no process a candidate can inspect holds them.
+    from evolve.keys import withdraw_from_environment
 
-# Before anything starts (threads, Ray, git): keys leave the environment for this process's memory
-# (re-executing once), so that no process a candidate can inspect holds them.
-withdraw_from_environment()
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    withdraw_from_environment()
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from operators.keys import environment_with_keys  # noqa: E402
 
 from .config import ConfigError, register, validate  # noqa: E402
 

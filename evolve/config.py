@@ -13,6 +13,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from operators import llm as llm_defaults
+from operators import perturb as perturb_defaults
 from operators.registry import allowed_names
 
 
@@ -132,18 +134,17 @@ class ResetConfig:
 class LLMConfig:
     # Set by the llm/ group; `auto` prints what it chose at start.
     provider: Provider = Provider.auto
-    # Any litellm model string; null = the provider's default (anthropic/claude-sonnet-4-5,
-    # openai/gpt-4o, openai/local for a local server).
+    # Any litellm model string; null = the provider's default (DEFAULT_MODELS in evolve/llm_choice.py).
     model: Optional[str] = None
     # Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.
     api_base: Optional[str] = None
-    temperature: float = 0.7
-    max_tokens: int = 8192
+    temperature: float = llm_defaults.DEFAULT_TEMPERATURE          # 0.7
+    max_tokens: int = llm_defaults.DEFAULT_MAX_TOKENS              # 8192
     # Per request; litellm retries 429 / 5xx / timeouts num_retries times with backoff.
-    timeout_s: float = 120.0
-    num_retries: int = 2
+    timeout_s: float = llm_defaults.DEFAULT_TIMEOUT_S              # 120
+    num_retries: int = llm_defaults.DEFAULT_NUM_RETRIES            # 2
     # Times an unmatched SEARCH block is shown back to the model with the nearest lines.
-    max_fix_rounds: int = 2
+    max_fix_rounds: int = llm_defaults.DEFAULT_MAX_FIX_ROUNDS      # 2
     # Propose an island's next LLM candidate while its current experiment trains.
     prefetch: bool = True
     # Stop using the LLM once the run's LLM spend reaches this many dollars (0 = no cap).
@@ -155,8 +156,9 @@ class LLMConfig:
 
 @dataclass
 class PerturbConfig:
-    max_changes: int = 2
-    scale: float = 0.5
+    # Constants changed per candidate (1..max_changes) and the step size (see operators/perturb.py).
+    max_changes: int = perturb_defaults.DEFAULT_MAX_CHANGES      # 2
+    scale: float = perturb_defaults.DEFAULT_SCALE                # 0.5
 
 
 @dataclass

@@ -48,3 +48,10 @@ def message(run_dir: Path, min_free_mb: float, detail: str = "") -> str:
     return (f"the disk of {run_dir} is full ({free_mb(run_dir):.0f} MB free, run.min_free_mb={min_free_mb})"
             f"{': ' + detail if detail else ''}. The run stopped without writing a partial record; free some "
             "space and run the same command again to resume (experiments in flight re-run).")
+
+
+def ensure_free(run_dir: Path, min_free_mb: float, detail: str = "") -> None:
+    """Raises DiskFull when the run dir has less than min_free_mb free (or `detail` says a write
+    already failed for want of space)."""
+    if detail or free_mb(run_dir) < min_free_mb:
+        raise DiskFull(message(run_dir, min_free_mb, detail))

@@ -96,16 +96,9 @@ class Journal:
 
     def _parse(self) -> tuple[list[Record], int, int]:
         """(complete records, bytes they take, bytes in the file)."""
-        if not self.path.exists():
-            return [], 0, 0
-        raw = self.path.read_bytes()
-        records, good = [], 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            records.append(from_json(line.decode()))
-            good += len(line)
-        return records, good, len(raw)
+        raw = self.path.read_bytes() if self.path.exists() else b""
+        lines, good = split_complete(raw)
+        return [from_json(line.decode()) for line in lines], good, len(raw)
 
     def append(self, record: Record) -> None:
         """Appends one record and its table rows. A write that fails (a full disk) is rolled back,
@@ -140,6 +133,23 @@ class Journal:
             tmp = path.with_suffix(".tmp")
             tmp.write_text("".join(rows))
             os.replace(tmp, path)
+
+
+def split_complete(raw: bytes) -> tuple[list[bytes], int]:
+    """The newline-terminated lines of `raw` and the bytes they take: text after the last newline
+    is a line still being written (or torn by a kill) and is left out."""
+    good = raw.rfind(b"\n") + 1
+    return raw[:good].splitlines(), good
+
+
+def complete_lines(path: Path) -> tuple[list[str], bool]:
+    """The non-empty complete lines of a file another process may be appending to, and whether an
+    incomplete last line was left out. Read-only: the file is never truncated."""
+    if not path.exists():
+        return [], False
+    raw = path.read_bytes()
+    lines, good = split_complete(raw)
+    return [line.decode() for line in lines if line.strip()], good != len(raw)
 
 
 def _append(path: Path, data: str | bytes, durable: bool = False) -> None:

@@ -5,10 +5,12 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
+from operators.llm import DEFAULT_MODEL
+
 from .config import ConfigError, Provider
 
 DEFAULT_MODELS = {
-    Provider.anthropic: "anthropic/claude-sonnet-4-5",
+    Provider.anthropic: DEFAULT_MODEL,   # the LLM operators' own default
     Provider.openai: "openai/gpt-4o",
     Provider.local: "openai/local",
 }
@@ -39,3 +41,11 @@ def choose_llm(llm_cfg, environ: Mapping[str, str] = os.environ) -> LLMChoice | 
         raise ConfigError(f"llm={provider.value} needs {KEY_VARIABLES[provider]} in the environment; "
                           "set it, or choose llm=local / llm=none")
     return LLMChoice(llm_cfg.model or DEFAULT_MODELS[provider], llm_cfg.api_base, f"llm={provider.value}")
+
+
+def describe(llm: LLMChoice | None) -> str:
+    """The line the run starts with, saying which model proposes (or that none does)."""
+    if llm is None:
+        return ("llm: none (no provider key in the environment, no llm.api_base, or llm=none): "
+                "offline operators only")
+    return f"llm: {llm.model}{' at ' + llm.api_base if llm.api_base else ''} ({llm.why})"

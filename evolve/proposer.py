@@ -11,8 +11,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from island.summary import log_tail, read_log
 from operators.candidate import Attempt, Candidate, NoCandidate, Parent, ProposalContext
-from operators.prompts import LOG_TAIL_LINES, MAX_HISTORY
+from operators.prompts import MAX_HISTORY
 from operators.registry import make_operator
 
 from .lab import Lab
@@ -37,6 +38,10 @@ def is_llm(operator: str) -> bool:
 class Proposal:
     candidate: Candidate
     parent_bpb: float     # the best parent's val_bpb when the proposal was made
+
+    @property
+    def source_sha256(self) -> str:
+        return source_sha256(self.candidate.source)
 
 
 @dataclass
@@ -127,19 +132,20 @@ class Proposer:
         rest = [m for m in state.islands[island].population.members if m.commit != first.commit]
         return self.rng.choice(rest) if rest else None
 
-    def _log_tail(self, log: str) -> str:
-        try:
-            lines = (self.run_dir / log).read_text(errors="replace").replace("\r", "\n").splitlines()
-        except OSError:
-            return ""
-        return "\n".join(lines[-LOG_TAIL_LINES:])
+    def context(self, state: RunState, island: int, parents: list[Parent], shown: int = MAX_HISTORY) -> ProposalContext:
+        """What an LLM operator is told: the island's whole history (the operator shows the last
+        `shown` of them; only their failures' logs are read), the noise floor, the brief."""
+        experiments = [e for e in state.experiments if e.island == island]
+        first_shown = len(experiments) - shown
 
-    def context(self, state: RunState, island: int, parents: list[Parent]) -> ProposalContext:
-        recent = [e for e in state.experiments if e.island == island][-MAX_HISTORY:]
+        def tail(i: int, e) -> str:
+            wanted = e.status == "crash" and e.log and i >= first_shown
+            return log_tail(read_log(self.run_dir / e.log)) if wanted else ""
+
         history = tuple(Attempt(
             description=e.description, status=e.status, outcome=e.outcome, val_bpb=e.val_bpb,
             delta=None if e.val_bpb is None or e.parent_bpb is None else e.val_bpb - e.parent_bpb,
-            reason=e.reason, log_tail=self._log_tail(e.log) if e.status == "crash" else "") for e in recent)
+            reason=e.reason, log_tail=tail(i, e)) for i, e in enumerate(experiments))
         ancestor = None
         if len(parents) == 2:
             base = self.lab.merge_base(parents[0].commit, parents[1].commit)
@@ -160,7 +166,8 @@ class Proposer:
             else:
                 members.append(second)
         parents = [self._parent(m) for m in members]
-        context = self.context(state, island, parents) if is_llm(operator.name) else ProposalContext(island=island)
+        context = (self.context(state, island, parents, getattr(operator, "max_history", MAX_HISTORY))
+                   if is_llm(operator.name) else ProposalContext(island=island))
         return Request(island, operator, parents, context, seed=self.rng.randrange(2**32))
 
     def propose_offline(self, state: RunState, island: int, seen: set[str]) -> Proposal:
@@ -175,6 +182,6 @@ class Proposer:
                 if name == FALLBACK_OPERATOR:
                     raise
                 proposal = self.prepare(state, island, FALLBACK_OPERATOR).run()
-            if source_sha256(proposal.candidate.source) not in seen:
+            if proposal.source_sha256 not in seen:
                 break
         return proposal

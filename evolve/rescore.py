@@ -17,14 +17,17 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import git
 from omegaconf import DictConfig, OmegaConf
+
+from .journal import complete_lines
+from .workspace import Workspace
 
 RESCORE_FILE = "rescore.jsonl"
 NO_TEST_BPB = "no test_bpb in output"
@@ -44,19 +47,8 @@ class Rescore:
 
 
 # ---- reading a run's files, tolerant of a run that is still writing them ----------------------------
-def complete_lines(path: Path) -> tuple[list[str], bool]:
-    """The complete lines of a file that another process may be appending to, and whether an
-    incomplete last line was left out. Read-only: the file is never truncated."""
-    if not path.exists():
-        return [], False
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    torn = lines.pop() != b""     # text after the last newline is a line still being written
-    return [line.decode() for line in lines if line.strip()], torn
-
-
 def run_config(run_dir: Path) -> DictConfig:
-    """The run's resolved Hydra config (<run_dir>/.hydra/config.yaml); empty when there is none."""
+    """The run's resolved Hydra config (<run_dir>/.hydra/config.yaml), for display; empty when there is none."""
     path = Path(run_dir) / ".hydra" / "config.yaml"
     return OmegaConf.load(path) if path.exists() else OmegaConf.create({})
 
@@ -102,36 +94,35 @@ def rescore(run_dir: str | os.PathLike, commits: list[str], *, cache_dir: str | 
     from island.summary import read_log
 
     run_dir = Path(run_dir).resolve()
-    manifest = json.loads((run_dir / "run.json").read_text())
-    cfg = run_config(run_dir)
-    if not (run_dir / ".hydra" / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir}/.hydra/config.yaml is missing: the run's budget is unknown")
-    budget_s = float(config_value(cfg, "task.budget_s"))
-    grace_s = float(config_value(cfg, "task.grace_s"))
-    python = config_value(cfg, "task.python") or sys.executable
+    ws = Workspace.open(run_dir)
+    task = ws.manifest.task_settings
+    if not task:
+        raise FileNotFoundError(f"{run_dir}/run.json pins no task settings (a run made by an older evolve): "
+                                "the run's budget is unknown")
     extra_env = {"EVOLVE_HELDOUT": "1"}
     if cache_dir:
         extra_env["EVOLVE_CACHE_DIR"] = str(Path(cache_dir).expanduser().resolve())
-    lab_dir = Path(manifest["lab_dir"])
-    prefix = manifest.get("prefix", "")
     records = []
     for given in commits:
         # Records carry the full hash, whatever abbreviation the caller used.
-        commit = _git(lab_dir, "rev-parse", "--verify", "--quiet", f"{given}^{{commit}}", check=False) or given
+        try:
+            commit = ws.lab.repo.git.rev_parse("--verify", "--quiet", f"{given}^{{commit}}")
+        except git.GitCommandError:
+            commit = given
         log_path = run_dir / "logs" / "rescore" / f"{commit[:12]}-seed{seed}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix="evolve-rescore-"))
         worktree = tmp / "checkout"
         try:
-            _git(lab_dir, "worktree", "add", "--detach", str(worktree), commit)
-            task_dir = worktree / prefix if prefix else worktree
-            refused = pre_run_check(task_dir, manifest["prepare_sha256"])
+            task_dir = ws.lab.ensure_worktree(worktree, commit)
+            refused = pre_run_check(task_dir, ws.manifest.prepare_sha256)
             if refused:
                 log_path.write_text(f"rejected before running: {refused}\n")
                 val_bpb, test_bpb, outcome, reason = None, None, "rejected", refused
             else:
-                result = run_fitness(task_dir, budget_s=budget_s, grace_s=grace_s, log_path=log_path,
-                                     seed=seed, extra_env=extra_env, python=python)
+                result = run_fitness(task_dir, budget_s=float(task["budget_s"]), grace_s=float(task["grace_s"]),
+                                     log_path=log_path, seed=seed, extra_env=extra_env,
+                                     python=task["python"] or sys.executable)
                 val_bpb, outcome = result.val_bpb, result.status.value
                 test_bpb = parse_test_bpb(read_log(log_path))
                 if test_bpb is not None and not math.isfinite(test_bpb):
@@ -140,12 +131,15 @@ def rescore(run_dir: str | os.PathLike, commits: list[str], *, cache_dir: str | 
                     reason = NO_TEST_BPB if result.ok else f"{NO_TEST_BPB} ({result.reason})"
                 else:
                     reason = ""
-        except subprocess.CalledProcessError as e:
+        except git.GitCommandError as e:
             log_path.write_text(f"could not check out {commit}: {e.stderr}\n")
             val_bpb, test_bpb, outcome, reason = None, None, "rejected", f"cannot check out {commit[:12]}"
         finally:
-            _git(lab_dir, "worktree", "remove", "--force", str(worktree), check=False)
-            _git(lab_dir, "worktree", "prune", check=False)
+            try:
+                ws.lab.remove_worktree(worktree)
+            except git.GitCommandError:
+                pass
+            ws.lab.repo.git.worktree("prune")
             shutil.rmtree(tmp, ignore_errors=True)
         record = asdict(Rescore(commit=commit, val_bpb=val_bpb, test_bpb=test_bpb, seed=seed,
                                 finished=time.time(), outcome=outcome, reason=reason,
@@ -154,8 +148,3 @@ def rescore(run_dir: str | os.PathLike, commits: list[str], *, cache_dir: str | 
             f.write(json.dumps(record, sort_keys=True) + "\n")
         records.append(record)
     return records
-
-
-def _git(repo: Path, *args: str, check: bool = True) -> str:
-    done = subprocess.run(["git", "-C", str(repo), *args], check=check, capture_output=True, text=True)
-    return done.stdout.strip()

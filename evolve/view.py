@@ -12,6 +12,11 @@ from .records import Experiment
 from .state import RunState
 
 
+def say(message: str, fresh_line: bool = False) -> None:
+    """One line of news from the engine's parts, on stdout, never buffered (fresh_line: after a ^C)."""
+    print(f"{chr(10) if fresh_line else ''}[evolve] {message}", flush=True)
+
+
 def _fmt_bpb(value: float | None) -> str:
     return "-" if value is None else f"{value:.6f}"
 

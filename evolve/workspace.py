@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import git
@@ -41,6 +41,13 @@ class Manifest:
     task_dir: str
     preset: str
     created: float
+    # What a fitness run of this run needs to be repeated later (rescore): budget_s, grace_s,
+    # python, evaluator, max_memory_mb, cache_dir, as the run was created with them.
+    task_settings: dict = field(default_factory=dict)
+
+
+def task_settings(task_cfg) -> dict:
+    return {key: task_cfg[key] for key in ("budget_s", "grace_s", "python", "evaluator", "max_memory_mb", "cache_dir")}
 
 
 def run_name_for(run_dir: Path) -> str:
@@ -73,9 +80,10 @@ class Workspace:
         return (run_dir / "run.json").exists()
 
     @classmethod
-    def open(cls, run_dir: Path, islands: int) -> "Workspace":
+    def open(cls, run_dir: Path, islands: int | None = None) -> "Workspace":
+        """The run in run_dir; `islands`, when given, must be the run's."""
         manifest = Manifest(**json.loads((run_dir / "run.json").read_text()))
-        if manifest.islands != islands:
+        if islands is not None and manifest.islands != islands:
             raise ConfigError(f"islands={islands} does not match the run in {run_dir}, which has "
                               f"islands={manifest.islands}; resume with islands={manifest.islands} "
                               "or choose a new run.dir")
@@ -112,7 +120,8 @@ class Workspace:
         prepare_sha = hashlib.sha256(lab.read(base, "prepare.py").encode()).hexdigest()
         manifest = Manifest(run_name=run_name, islands=islands, lab_dir=str(Path(lab.repo.working_tree_dir)),
                             prefix=lab.prefix, base_commit=base, prepare_sha256=prepare_sha,
-                            task_dir=str(task_dir), preset=task_cfg.preset, created=time.time())
+                            task_dir=str(task_dir), preset=task_cfg.preset, created=time.time(),
+                            task_settings=task_settings(task_cfg))
         ws = cls(run_dir, manifest)
         tmp = ws.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(manifest), indent=2))

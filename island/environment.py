@@ -14,19 +14,8 @@ import os
 import re
 from collections.abc import Mapping
 
-# Substrings of a variable NAME that mark it secret (compared upper-case).
-SECRET_NAME_PARTS: tuple[str, ...] = (
-    "KEY",
-    "TOKEN",
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "PASSPHRASE",
-    "CREDENTIAL",
-    "AUTH",
-    "COOKIE",
-    "LITELLM",
-)
+# What makes a variable's NAME secret is defined once, with the keys it protects.
+from operators.keys import SECRET_NAME_PARTS  # noqa: E402
 
 # Prefixes of LLM-provider, cloud and hub settings (compared upper-case). Non-secret settings under
 # these prefixes (base URLs, org ids, regions, project ids) are dropped too: train.py has no use for

@@ -1,61 +1,34 @@
-"""API keys, held in the driver's memory and nowhere else.
+"""API keys, held in the driver's memory and nowhere else (evolve/keys.py withdraws them at start).
 
-A candidate train.py runs as the same user as the engine, so it can read the environment of
-every process of that user (/proc/<pid>/environ): the driver's, Ray's, every git command's. So
-`python -m evolve` withdraws every secret-looking variable from its environment before anything
-starts (`withdraw_from_environment`): it re-executes itself once without them, receiving them
-through a pipe, so that not even its own initial environment block holds them, and no process it
-starts inherits them. The LLM operators then pass the provider's key to litellm explicitly
-(`api_key_for`).
+The LLM operators look a provider's key up by name (`api_key_for`) among the keys held here, else
+in the environment (library use), and pass it to litellm explicitly. SECRET_NAME_PARTS is the one
+list of what makes a variable's name secret: the withdrawal, the candidate's environment
+(island/environment.py) and the redaction of LLM errors all read it.
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 
-from island.environment import ALWAYS_KEEP, SECRET_NAME_PARTS, has_secret_value
+# Substrings of a variable NAME that mark it secret (compared upper-case).
+SECRET_NAME_PARTS: tuple[str, ...] = (
+    "KEY",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "CREDENTIAL",
+    "AUTH",
+    "COOKIE",
+    "LITELLM",
+)
 
-_FD_VARIABLE = "EVOLVE_KEYS_FD"
 _held: dict[str, str] = {}
 
 
-def _withdrawn(name: str, value: str) -> bool:
-    """Secret-looking names (but litellm's settings and Ray's own are left in place) and values
-    that carry credentials."""
-    upper = name.upper()
-    if name in ALWAYS_KEEP or upper.startswith(("RAY_", "LITELLM_LOCAL_", "LITELLM_LOG")):
-        return False
-    return any(part in upper for part in SECRET_NAME_PARTS) or has_secret_value(value)
-
-
-def withdraw_from_environment() -> None:
-    """Moves every secret out of os.environ into this process's memory, re-executing the process
-    once (same interpreter, same arguments) so that its environment block is clean too. Call it
-    first thing in an entry point, before any thread or child process exists."""
-    if _FD_VARIABLE in os.environ:   # the re-executed process: read what the first one held
-        fd = int(os.environ.pop(_FD_VARIABLE))
-        with os.fdopen(fd, "rb") as pipe:
-            _held.update(json.loads(pipe.read() or b"{}"))
-        return
-    secrets = {k: v for k, v in os.environ.items() if _withdrawn(k, v)}
-    if not secrets:
-        return
-    payload = json.dumps(secrets).encode()
-    if len(payload) > 60_000:        # more than a pipe buffers before exec: keep them in memory only
-        _held.update(secrets)
-        for name in secrets:
-            del os.environ[name]
-        return
-    read_end, write_end = os.pipe()
-    os.write(write_end, payload)
-    os.close(write_end)
-    os.set_inheritable(read_end, True)
-    env = {k: v for k, v in os.environ.items() if k not in secrets}
-    env[_FD_VARIABLE] = str(read_end)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+def hold(secrets: dict[str, str]) -> None:
+    """Keeps withdrawn keys in this process's memory."""
+    _held.update(secrets)
 
 
 def get(name: str) -> str | None:

@@ -54,13 +54,18 @@ import threading
 import time
 from typing import Any
 
-from island.environment import SECRET_NAME_PARTS
 from operators import keys, prompts
 from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
 from operators.edits import (apply_edits, edits_to_other_files, is_target, nearest_lines, parse_reply,
                              same_program, syntax_error)
 
+# Defaults of the knobs below; evolve/config.py's llm.* and evolve/llm_choice.py read these.
 DEFAULT_MODEL = "anthropic/claude-sonnet-4-5"
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_MAX_TOKENS = 8192
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_NUM_RETRIES = 2
+DEFAULT_MAX_FIX_ROUNDS = 2
 SYNTAX_FIX_ROUNDS = 1
 MAX_REASON_CHARS = 300
 
@@ -98,9 +103,9 @@ _SECRET_PATTERNS = [
 
 def redact(text: str) -> str:
     """`text` with anything that looks like a key, and the value of any environment variable whose
-    name looks secret (island.environment's SECRET_NAME_PARTS: *KEY*, *TOKEN*, *SECRET*, ...),
+    name looks secret (operators.keys.SECRET_NAME_PARTS: *KEY*, *TOKEN*, *SECRET*, ...),
     replaced by [redacted]."""
-    values = [v for name, v in os.environ.items() if any(word in name.upper() for word in SECRET_NAME_PARTS)]
+    values = [v for name, v in os.environ.items() if any(word in name.upper() for word in keys.SECRET_NAME_PARTS)]
     for value in values + keys.held_values():
         if len(value) >= 6 and value in text:
             text = text.replace(value, "[redacted]")
@@ -208,11 +213,11 @@ class _LLMOperator:
         self,
         model: str = DEFAULT_MODEL,
         api_base: str | None = None,
-        temperature: float = 0.7,
-        max_tokens: int = 8192,
-        timeout_s: float = 120.0,
-        num_retries: int = 2,
-        max_fix_rounds: int = 2,
+        temperature: float = DEFAULT_TEMPERATURE,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        num_retries: int = DEFAULT_NUM_RETRIES,
+        max_fix_rounds: int = DEFAULT_MAX_FIX_ROUNDS,
         api_key_env: str | None = None,
         max_history: int = prompts.MAX_HISTORY,
         log_tail_lines: int = prompts.LOG_TAIL_LINES,

@@ -37,6 +37,8 @@ FRACTION_WORDS = frozenset({
     "FRAC", "FRACTION", "RATIO", "DROPOUT", "DROP", "BETA", "BETA1", "BETA2", "MOMENTUM",
     "EMA", "PROB", "PROBABILITY", "DECAY", "SMOOTHING", "KEEP",
 })
+DEFAULT_MAX_CHANGES = 2   # evolve/config.py's operators.perturb.* reads these
+DEFAULT_SCALE = 0.5
 SIGNIFICANT_DIGITS = 3
 _BOUNDARY_STEP = 0.02   # how far a fraction at exactly 0 or 1 steps inside, before noise
 _TRIES_PER_VALUE = 10
@@ -58,8 +60,8 @@ class Perturb:
 
     def __init__(
         self,
-        max_changes: int = 2,
-        scale: float = 0.5,
+        max_changes: int = DEFAULT_MAX_CHANGES,
+        scale: float = DEFAULT_SCALE,
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         include: Sequence[str] | None = None,
         max_tries: int = 20,

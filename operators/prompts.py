@@ -19,7 +19,6 @@ from operators.edits import Edit, Nearest, lines_around, unified_diff
 TARGET = "train.py"
 MAX_HISTORY = 20           # most recent experiments shown
 LOG_TAIL_LINES = 25        # lines of a failed run's log shown
-LOG_TAIL_CHARS = 3000
 
 DEFAULT_BRIEF = """\
 Lower val_bpb (validation bits per byte) of the model trained by train.py within the fixed time
@@ -95,16 +94,6 @@ def budget_text(context: ProposalContext | None) -> str:
             f"vocabulary size. A faster step means more steps within the budget.")
 
 
-def log_tail(text: str, lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHARS) -> str:
-    """The end of a fitness log: last `lines` lines (a carriage-return step log counts as its
-    last state), at most `chars` characters."""
-    cleaned = [line.rsplit("\r", 1)[-1].rstrip() for line in (text or "").replace("\r\n", "\n").split("\n")]
-    while cleaned and not cleaned[-1]:
-        cleaned.pop()
-    tail = "\n".join(cleaned[-lines:])
-    return tail[-chars:]
-
-
 def format_attempt(index: int, attempt: Attempt, log_lines: int = LOG_TAIL_LINES) -> str:
     """One experiment of the island, one line (plus the log tail of a failure)."""
     failed = attempt.status == "crash" or attempt.outcome not in ("ok", "")
@@ -118,9 +107,9 @@ def format_attempt(index: int, attempt: Attempt, log_lines: int = LOG_TAIL_LINES
     line = " ".join(parts)
     if attempt.reason:
         line += f" -- {attempt.reason.strip().splitlines()[0]}"
-    if failed and attempt.log_tail.strip():
-        tail = log_tail(attempt.log_tail, lines=log_lines)
-        line += "\n   log tail:\n" + "\n".join(f"   | {row}" for row in tail.split("\n"))
+    if failed and attempt.log_tail.strip() and log_lines > 0:
+        tail = attempt.log_tail.strip("\n").split("\n")[-log_lines:]   # already a tail (island/summary.py)
+        line += "\n   log tail:\n" + "\n".join(f"   | {row}" for row in tail)
     return line
 
 

@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROBE = textwrap.dedent("""\
     import os, subprocess, sys
+    from evolve.keys import withdraw_from_environment
     from operators import keys
-    keys.withdraw_from_environment()
+    withdraw_from_environment()
     own = open("/proc/self/environ", "rb").read()
     child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.environ))"],
                            capture_output=True, text=True).stdout

@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from evolve import report
-from evolve.rescore import NO_TEST_BPB, complete_lines, parse_test_bpb, read_rescores
+from evolve.journal import complete_lines
+from evolve.rescore import NO_TEST_BPB, parse_test_bpb, read_rescores
 
 ROOT = Path(__file__).resolve().parents[1]
 LANDSCAPE = ROOT / "tests" / "tasks" / "landscape"

@@ -6,8 +6,8 @@ import random
 from evolve.config import Topology
 from evolve.population import Member, Population
 from evolve.records import Experiment, Migration, NoiseFloor, Reset, from_json, to_json
-from evolve.selection import (baseline_plan, decide, migration_targets, noise_floor, plan_migration, plan_reset,
-                              decide_runs, rerun_reason)
+from evolve.epochs import migration_targets, noise_floor, plan_migration, plan_reset
+from evolve.selection import baseline_plan, decide, decide_runs, rerun_reason
 from evolve.state import RunState
 
 

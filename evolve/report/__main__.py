@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from operators.keys import withdraw_from_environment
+    from ..keys import withdraw_from_environment
 
     withdraw_from_environment()   # --rescore runs candidates: keep keys out of their reach
     sys.exit(main())

@@ -1,0 +1,101 @@
+"""Run-wide events due after a record: the noise floor, migrations, resets (pure functions of the state).
+
+Randomness comes from the `rng` passed in; nothing here writes or prints.
+"""
+from __future__ import annotations
+
+import random
+from statistics import stdev
+from typing import Iterator
+
+from .config import Topology
+from .records import Migration, NoiseFloor, Record, Reset
+from .state import RunState
+
+
+def noise_floor(values: list[float]) -> float:
+    """Run-to-run spread of the unmodified baseline (sample standard deviation; 0 with < 2 runs)."""
+    return stdev(values) if len(values) >= 2 else 0.0
+
+
+def migration_targets(source: int, n_islands: int, topology: Topology, rng: random.Random,
+                      retired: frozenset[int] = frozenset()) -> tuple[int, ...]:
+    """Islands that receive `source`'s migrants; retired islands (lost with their node) never do,
+    and the ring closes over the gap they leave."""
+    others = [k for k in range(n_islands) if k != source and k not in retired]
+    if not others:
+        return ()
+    if topology == Topology.ring:
+        return (next((k for k in others if k > source), others[0]),)
+    if topology == Topology.random:
+        return (rng.choice(others),)
+    return tuple(others)
+
+
+def plan_migration(state: RunState, source: int, interval: int, size: int, topology: Topology,
+                   rng: random.Random, retired: frozenset[int] = frozenset()) -> Migration | None:
+    """Due when the source island has finished another `interval` experiments since its last round."""
+    island = state.islands[source]
+    if interval <= 0 or island.experiments // interval <= island.migration_rounds:
+        return None
+    targets = migration_targets(source, state.n_islands, topology, rng, retired)
+    migrants = tuple((m.commit, m.val_bpb) for m in island.population.best(size))
+    if not targets or not migrants:
+        return None
+    return Migration(source=source, round=island.migration_rounds + 1, targets=targets,
+                     migrants=migrants, after_seq=state.next_seq - 1)
+
+
+def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Random,
+               retired: frozenset[int] = frozenset()) -> Reset | None:
+    """FunSearch-style: every interval x islands experiments, the weakest islands restart from the
+    champion of a randomly chosen survivor (retired islands take no part)."""
+    if interval <= 0 or fraction <= 0 or state.n_islands - len(retired) < 2:
+        return None
+    if len(state.experiments) // (interval * state.n_islands) <= state.reset_rounds:
+        return None
+    live = [isl for isl in state.islands if isl.index not in retired]
+    n = len(live)
+    ranked = sorted(live, key=lambda isl: (isl.champion().val_bpb if isl.champion() else float("inf"), isl.index))
+    n_reset = min(n - 1, max(1, int(fraction * n)))
+    survivors, weakest = ranked[: n - n_reset], ranked[n - n_reset:]
+    donors_with_members = [isl for isl in survivors if isl.champion() is not None]
+    if not donors_with_members:
+        return None
+    resets = []
+    for island in weakest:
+        donor = rng.choice(donors_with_members)
+        champ = donor.champion()
+        resets.append((island.index, donor.index, champ.commit, champ.val_bpb))
+    return Reset(round=state.reset_rounds + 1, resets=tuple(resets), after_seq=state.next_seq - 1)
+
+
+class Epochs:
+    """The events a record can make due, in the order they happen."""
+
+    def __init__(self, cfg, rng: random.Random, baseline_total: int):
+        self.migration = cfg.migration
+        self.reset = cfg.reset
+        self.rng = rng
+        self.baseline_total = baseline_total
+
+    def noise_floor(self, state: RunState) -> NoiseFloor | None:
+        """Due once every baseline of generation 0 is recorded (an empty one: every baseline failed)."""
+        if state.sigma is not None:
+            return None
+        baselines = [e for e in state.experiments if e.is_baseline]
+        if len(baselines) < self.baseline_total:
+            return None
+        values = [e.val_bpb for e in baselines if e.val_bpb is not None]
+        return NoiseFloor(sigma=noise_floor(values), baselines=tuple(values))
+
+    def after(self, state: RunState, island: int, retired: frozenset[int]) -> Iterator[Record]:
+        """The events due after island's experiment was recorded. Each is planned from the state
+        the previous one left, so the caller applies each event before asking for the next."""
+        for plan in (lambda: self.noise_floor(state),
+                     lambda: plan_migration(state, island, self.migration.interval, self.migration.size,
+                                            self.migration.topology, self.rng, retired),
+                     lambda: plan_reset(state, self.reset.interval, self.reset.fraction, self.rng, retired)):
+            event = plan()
+            if event is not None:
+                yield event

@@ -1,0 +1,78 @@
+"""Opens a run directory, new or resumed: workspace, journal replay, refs, stale processes, clean
+worktrees, the research brief and the task's data."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from island.actor import run_prepare
+from island.fitness import kill_stale
+from island.guards import reset_checkout
+
+from .journal import Journal
+from .proposer import source_sha256
+from .recorder import Recorder
+from .state import RunState
+from .view import say
+from .workspace import PACKAGED_TASK, Workspace
+
+PROJECT_PROGRAM = Path(__file__).resolve().parents[1] / "program.md"
+
+
+@dataclass(frozen=True)
+class OpenedRun:
+    workspace: Workspace
+    state: RunState
+    recorder: Recorder
+    brief: str                    # the research brief the LLM operators read
+    base_sha256: str              # of the unmodified train.py
+    task_dirs: list[Path]         # each island's task folder inside its worktree
+    task_env: dict[str, str]      # variables every task process gets (the data cache)
+
+
+def open_run(cfg, run_dir: Path, islands: int) -> OpenedRun:
+    """The run in run_dir as its journal left it, with git, processes and checkouts made to agree."""
+    ws = Workspace.open(run_dir, islands) if Workspace.exists(run_dir) else Workspace.create(run_dir, cfg.task, islands)
+    journal = Journal(run_dir, islands)
+    records = journal.load()
+    state = RunState.replay(islands, cfg.selection.population_size, records)
+    journal.rewrite_views(records)
+    base = ws.manifest.base_commit
+    base_sha256 = source_sha256(ws.lab.read(base, "train.py"))
+    recorder = Recorder(run_dir, ws.lab, journal, state, base, base_sha256, cfg.run.min_free_mb)
+    recorder.reconcile()
+    for pidfile in (run_dir / "pids").glob("*.pid"):
+        kill_stale(pidfile)    # fitness runs a killed driver left behind
+    task_dirs = ws.ensure_worktrees()
+    for k in range(islands):
+        reset_checkout(ws.worktree(k), base)
+    return OpenedRun(workspace=ws, state=state, recorder=recorder, brief=_brief(ws), base_sha256=base_sha256,
+                     task_dirs=task_dirs, task_env=task_env(cfg.task))
+
+
+def task_env(task_cfg) -> dict[str, str]:
+    env = {}
+    if task_cfg.cache_dir:
+        env["EVOLVE_CACHE_DIR"] = str(Path(task_cfg.cache_dir).expanduser().resolve())
+    return env
+
+
+def _brief(ws: Workspace) -> str:
+    """The research brief: the task's own program.md, else the project's."""
+    try:
+        return ws.lab.read(ws.manifest.base_commit, "program.md")
+    except git.GitCommandError:  # the task has none
+        return PROJECT_PROGRAM.read_text() if PROJECT_PROGRAM.exists() else ""
+
+
+def prepare_task_data(opened: OpenedRun) -> None:
+    """Builds the packaged task's data cache once, before islands start (custom tasks do their own)."""
+    if Path(opened.workspace.manifest.task_dir) != PACKAGED_TASK:
+        return
+    say("preparing task data (built once, then cached)")
+    error = run_prepare(opened.task_dirs[0], sys.executable, opened.task_env)
+    if error:
+        raise RuntimeError(error)

@@ -1,0 +1,191 @@
+"""Which island runs what next: owed baselines, the generation-0 barrier, limits, operator draws,
+LLM proposals prepared while islands train, and the LLM spend cap."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as wait_futures
+from dataclasses import asdict
+from typing import Callable
+
+from island.actor import Job
+from operators.candidate import NoCandidate
+
+from .config import OnMaxCost
+from .proposer import Proposal, Proposer, Request, is_llm
+from .records import OperatorFailure, Record
+from .selection import BaselineRun, baseline_plan
+from .state import RunState
+from .stop import Stop, StopReason
+from .trial import Trial
+from .view import say
+
+
+class Scheduler:
+    """Decides; never runs anything itself (the fleet does) and writes only through `record`."""
+
+    def __init__(self, cfg, state: RunState, proposer: Proposer, base_commit: str, base_sha256: str,
+                 stop: Stop, record: Callable[[Record], None]):
+        self.state = state
+        self.proposer = proposer
+        self.base_commit = base_commit
+        self.stop = stop
+        self.record = record
+        self.n = state.n_islands
+        self.seed = cfg.seed
+        self.max_experiments = cfg.run.max_experiments
+        self.prefetch_enabled = cfg.llm.prefetch
+        self.max_cost_usd = cfg.llm.max_cost_usd
+        self.on_max_cost = OnMaxCost(cfg.llm.on_max_cost)
+        plan = baseline_plan(self.n, cfg.selection.baseline_runs, cfg.selection.noise_k, cfg.seed)
+        done = state.baseline_seeds_done()
+        self.baseline_total = len(plan)
+        self.baselines_left: dict[int, list[BaselineRun]] = {k: [] for k in range(self.n)}
+        for b in plan:
+            if b.seed not in done:
+                self.baselines_left[b.island].append(b)
+        self.seen = {e.source_sha256 for e in state.experiments} | {base_sha256}   # train.py files measured
+        self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
+        self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
+        self.retired: set[int] = set()     # islands gone for good (lost node, full node disk, nothing to propose)
+        self._job_counter = 0
+
+    # ---- limits ---------------------------------------------------------------------------------
+    def can_start(self, in_flight: int) -> bool:
+        return not self.stop.requested and len(self.state.experiments) + in_flight < self.max_experiments
+
+    def done(self) -> bool:
+        return len(self.state.experiments) >= self.max_experiments
+
+    def waiting_for_llm(self, in_flight: int) -> bool:
+        """Whether nothing runs but an LLM proposal is still worth waiting for."""
+        return bool(self.prefetch) and self.can_start(in_flight)
+
+    def wait_for_llm(self, timeout: float) -> None:
+        wait_futures([f for f, _ in self.prefetch.values()], timeout=timeout, return_when=FIRST_COMPLETED)
+
+    # ---- what runs next -------------------------------------------------------------------------
+    def next_trials(self, busy: set[int], in_flight: int) -> list[Trial]:
+        """The trials to start now on idle islands, in island order, within run.max_experiments."""
+        trials: list[Trial] = []
+        for k in range(self.n):
+            if not self.can_start(in_flight + len(trials)):
+                break
+            if k in busy or k in self.retired:
+                continue
+            trial = self._next_trial(k)
+            if trial is None:
+                continue
+            trials.append(trial)
+            if trial.proposal is not None and self.prefetch_enabled and self.can_start(in_flight + len(trials)):
+                self._plan_next(k)
+        return trials
+
+    def job_id(self, island: int) -> str:
+        self._job_counter += 1
+        return f"island-{island}/{time.strftime('%Y%m%d-%H%M%S')}-{self._job_counter:04d}"
+
+    def _next_trial(self, k: int) -> Trial | None:
+        if self.baselines_left[k]:
+            b = self.baselines_left[k].pop(0)
+            return Trial(Job(self.job_id(k), k, self.base_commit, None, b.seed), None)
+        if self.state.sigma is None:
+            return None  # generation 0 is not complete yet
+        try:
+            if k not in self.prefetch and k not in self.planned:
+                self._plan_next(k)
+            if k in self.prefetch:
+                future, request = self.prefetch[k]
+                if not future.done():
+                    return None  # the island waits for its LLM proposal
+                del self.prefetch[k]
+                proposal = self._llm_outcome(k, future, request)
+            else:
+                self.planned.discard(k)
+                proposal = self.proposer.propose_offline(self.state, k, self.seen)
+        except NoCandidate as e:
+            say(f"island {k} cannot propose anything ({e}); it stops")
+            self.retired.add(k)
+            return None
+        self.seen.add(proposal.source_sha256)
+        parent = proposal.candidate.parents[0]
+        return Trial(Job(self.job_id(k), k, parent, proposal.candidate.source, self.seed + k), proposal)
+
+    def _plan_next(self, k: int) -> None:
+        """Draws island k's next operator; an LLM proposal starts now, in the background, from the
+        freshest records, so the model thinks while the island trains."""
+        self._check_llm_budget()
+        name = self.proposer.choose_operator()
+        if not is_llm(name):
+            self.planned.add(k)
+            return
+        try:
+            request = self.proposer.prepare(self.state, k, name)
+        except NoCandidate:
+            return  # nothing to build on yet; the island proposes offline when it is idle
+        self.prefetch[k] = (_in_background(request.run), request)
+
+    def _llm_outcome(self, k: int, future: Future, request: Request) -> Proposal:
+        """The LLM's candidate, or an offline one when the LLM produced nothing (recorded)."""
+        try:
+            proposal = future.result()
+            if proposal.source_sha256 not in self.seen:
+                return proposal
+            reason, cost = "duplicate of an already measured train.py", asdict(proposal.candidate.cost)
+        except NoCandidate as e:
+            reason, cost = str(e), asdict(e.cost) if getattr(e, "cost", None) else {}
+        except Exception as e:  # noqa: BLE001 - the run never dies from an operator
+            reason, cost = f"{type(e).__name__}: {e}", {}
+        self.record(OperatorFailure(island=k, operator=request.operator_name, reason=reason[:500],
+                                    after_seq=self.state.next_seq - 1, cost=cost))
+        self._check_llm_budget()
+        return self.proposer.propose_offline(self.state, k, self.seen)
+
+    def _check_llm_budget(self) -> None:
+        cap = self.max_cost_usd
+        if not cap or not self.proposer.llm_enabled or self.state.llm_usd() < cap:
+            return
+        if self.on_max_cost == OnMaxCost.stop:
+            say(f"LLM spend ${self.state.llm_usd():.2f} reached llm.max_cost_usd={cap}: stopping")
+            self.stop.request(StopReason.SPEND_CAP)
+        else:
+            say(f"LLM spend ${self.state.llm_usd():.2f} reached llm.max_cost_usd={cap}: offline operators from now on")
+        self.proposer.disable_llm()
+
+    # ---- islands that leave -----------------------------------------------------------------------
+    def retire(self, k: int, trial: Trial | None, why: str) -> None:
+        """Island k is gone (with its node); the run goes on without it. Its trial in flight is
+        dropped (never recorded); baselines it still owed move to the other islands; an LLM proposal
+        made for it is recorded as an operator failure, so its cost still counts."""
+        self.retired.add(k)
+        alive = [i for i in range(self.n) if i not in self.retired]
+        say(f"island {k} is retired: {why}; {len(alive)} islands go on")
+        self.planned.discard(k)
+        pending = self.prefetch.pop(k, None)
+        if pending is not None:
+            future, request = pending
+            cost = {}
+            if future.done() and future.exception() is None:
+                cost = asdict(future.result().candidate.cost)
+            self.record(OperatorFailure(island=k, operator=request.operator_name, reason=f"island retired: {why}",
+                                        after_seq=self.state.next_seq - 1, cost=cost))
+        owed, self.baselines_left[k] = self.baselines_left[k], []
+        if trial is not None and trial.proposal is None:
+            owed.append(BaselineRun(island=k, seed=trial.job.seed))
+        for i, b in enumerate(owed if alive else []):
+            self.baselines_left[alive[i % len(alive)]].append(b)
+
+
+def _in_background(fn) -> Future:
+    """Runs fn on a daemon thread (an LLM call must never keep a stopping driver alive)."""
+    future: Future = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as e:  # noqa: BLE001 - handed to whoever reads the future
+            future.set_exception(e)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future

@@ -1,0 +1,76 @@
+"""Why a run stops (the first reason wins, a hard one overrides a soft one) and its exit code."""
+from __future__ import annotations
+
+import enum
+import signal
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class StopReason(enum.Enum):
+    # (what the user is told, the exit code a scheduler sees)
+    LIMIT = ("reached run.max_experiments", 0)
+    DEADLINE = ("reached run.hours", 0)
+    SPEND_CAP = ("the LLM spend reached llm.max_cost_usd", 0)
+    NOTHING_TO_PROPOSE = ("no island can propose anything", 0)
+    INTERRUPTED = ("interrupted (Ctrl-C)", 0)
+    TERMINATED = ("stopped by SIGTERM", 0)
+    DISK_FULL = ("the run dir's disk is full", 1)
+    BASELINES_FAILED = ("the unmodified train.py failed on every island", 0)
+    ALL_RETIRED = ("every island is retired", 0)
+
+    @property
+    def text(self) -> str:
+        return self.value[0]
+
+    @property
+    def exit_code(self) -> int:
+        return self.value[1]
+
+    @property
+    def is_hard(self) -> bool:
+        """A stop the user or the machine forced (it overrides a limit reached meanwhile)."""
+        return self in (StopReason.INTERRUPTED, StopReason.TERMINATED, StopReason.DISK_FULL)
+
+
+class Stop:
+    """The run's stop request: set by whichever part sees a reason; read by the loop."""
+
+    def __init__(self) -> None:
+        self.reason: StopReason | None = None
+        self.detail = ""
+        self.deadline: float | None = None
+
+    def request(self, reason: StopReason, detail: str = "") -> None:
+        if self.reason is None or (reason.is_hard and not self.reason.is_hard):
+            self.reason, self.detail = reason, detail
+
+    @property
+    def requested(self) -> bool:
+        return self.reason is not None
+
+    def set_deadline(self, hours: float) -> None:
+        """run.hours from now (0 = none)."""
+        self.deadline = time.time() + hours * 3600 if hours > 0 else None
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.request(StopReason.DEADLINE)
+
+    @property
+    def exit_code(self) -> int:
+        return self.reason.exit_code if self.reason else 0
+
+    @contextmanager
+    def sigterm_as_interrupt(self) -> Iterator[None]:
+        """SIGTERM (a scheduler's preemption) stops the run as gracefully as Ctrl-C does."""
+        def on_sigterm(signum, frame):
+            self.request(StopReason.TERMINATED)
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
