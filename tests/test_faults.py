@@ -12,9 +12,19 @@ import pytest
 from tests.test_engine import ROOT, assert_records_agree_with_git, evolve_cmd
 
 
-def pids_matching(pattern: str) -> list[int]:
+def pids_matching(pattern: str, cwd: Path | None = None) -> list[int]:
+    """Processes whose command line matches; with `cwd`, only those working there (Ray workers work
+    in their driver's directory), so a test never kills another checkout's run on a shared machine."""
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    pids = [int(p) for p in out.split()]
+    if cwd is None:
+        return pids
+    def works_in(pid: int) -> bool:
+        try:
+            return os.readlink(f"/proc/{pid}/cwd") == str(cwd)
+        except OSError:
+            return False
+    return [pid for pid in pids if works_in(pid)]
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -43,7 +53,7 @@ def test_sigkill_of_an_island_actor_restarts_it_and_reruns_the_experiment(tmp_pa
     run_dir = tmp_path / "actor-killed"
     proc = start_run(run_dir, landscape)
     wait_for(lambda: sigma_recorded(run_dir), 120, "generation 0")
-    victim = wait_for(lambda: pids_matching("ray::Island.evaluate"), 30, "a busy island actor")[0]
+    victim = wait_for(lambda: pids_matching("ray::Island.evaluate", cwd=ROOT), 30, "a busy island actor")[0]
     os.kill(victim, signal.SIGKILL)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
