@@ -3,6 +3,11 @@
     python -m evolve +islands=4 run.max_experiments=100
     python -m evolve islands=1 selection=ratchet
     python -m evolve -m migration.interval=5,10,20      # multirun: one run dir per job
+
+Exit codes (for a scheduler): 0 the run reached its limits; 1 it could not go on (run dir in use,
+full disk, every baseline failed, every island retired); 2 a bad config or a changed pinned
+setting on resume; 130 after Ctrl-C and 143 after SIGTERM, both after a graceful stop (a Hydra
+multirun stops its sweep there).
 """
 from __future__ import annotations
 
@@ -55,8 +60,14 @@ def main(cfg: DictConfig) -> None:
         from .engine import Engine  # heavy imports (ray) only once the config is valid
         from .llm_choice import choose_llm
 
+        from .lock import RunInUse
+
         llm = choose_llm(cfg.llm, environment_with_keys())
-        Engine(cfg, run_dir, islands, llm).run()
+        engine = Engine(cfg, run_dir, islands, llm)
+        engine.run()
+    except RunInUse as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -72,6 +83,9 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:  # before the loop started (the loop handles its own)
         print("\n[evolve] interrupted during start-up; nothing was lost, rerun to resume", file=sys.stderr)
         sys.exit(130)
+    if engine.stop.exit_code:
+        # SystemExit is not an Exception: it passes through Hydra's multirun and ends the sweep.
+        sys.exit(engine.stop.exit_code)
 
 
 if __name__ == "__main__":

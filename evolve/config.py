@@ -60,6 +60,13 @@ class RunConfig:
     live: bool = True
     # Stop cleanly (resumable) when the run dir's disk has less than this many MB free.
     min_free_mb: int = 500
+    # The run's name in git: branches evolve/<name>/island-<k>, refs refs/evolve/<name>/...
+    # null = the run dir's base name. Pinned: a resume keeps the name it was created with.
+    name: Optional[str] = None
+    # A resume whose pinned settings (evolve/workspace.py PINNED: task, budget, selection, seed, ...)
+    # differ from the run's stops and runs nothing; true resumes anyway with the new values
+    # (run.json keeps the history of such changes).
+    accept_changed_settings: bool = False
 
 
 @dataclass

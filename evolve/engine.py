@@ -16,7 +16,7 @@ from .disk import DiskFull
 from .epochs import Epochs
 from .fleet import Arrival, Fleet
 from .llm_choice import LLMChoice, describe
-from .opener import open_run, prepare_task_data
+from .opener import OpenedRun, open_run, prepare_task_data
 from .proposer import Proposer
 from .recorder import Recorder
 from .records import NoiseFloor
@@ -33,15 +33,21 @@ class Engine:
         self.run_dir = run_dir
         self.n = islands
         self.llm = llm
-        self.rng = random.Random(cfg.seed)
-        random.seed(cfg.seed)  # DEAP's selection draws from the random module
+        self.rng = random.Random(cfg.seed)   # every draw the engine makes comes from this one generator
         self.rules = Rules.from_config(cfg.selection)
         self.stop = Stop()
 
     def run(self) -> RunState:
+        """Runs until a limit or a stop; self.stop.exit_code then says how it ended."""
+        disk.ensure_free(self.run_dir, self.cfg.run.min_free_mb)
+        opened = open_run(self.cfg, self.run_dir, self.n)
+        try:
+            return self._run(opened)
+        finally:
+            opened.lock.release()
+
+    def _run(self, opened: OpenedRun) -> RunState:
         cfg = self.cfg
-        disk.ensure_free(self.run_dir, cfg.run.min_free_mb)
-        opened = open_run(cfg, self.run_dir, self.n)
         state, recorder = opened.state, opened.recorder
         say(describe(self.llm))
         proposer = Proposer(opened.workspace.lab, cfg, self.llm, self.rng, self.run_dir, opened.brief)
@@ -52,6 +58,7 @@ class Engine:
         if scheduler.done():
             say(f"{self.run_dir} already has {len(state.experiments)} experiments "
                 f"(run.max_experiments={cfg.run.max_experiments}); nothing to do")
+            self.stop.request(StopReason.LIMIT)
             return state
         prepare_task_data(opened)
         fleet = Fleet(cfg, opened.workspace, self.run_dir, opened.task_env)
@@ -63,6 +70,9 @@ class Engine:
         try:
             with view, self.stop.sigterm_as_interrupt():
                 self._loop(fleet, scheduler, recorder, epochs, view)
+            if len(scheduler.retired) == self.n:
+                self.stop.request(StopReason.ALL_RETIRED)
+            self.stop.request(StopReason.LIMIT)   # nothing else stopped it: the limits were reached
         except KeyboardInterrupt:
             self.stop.request(StopReason.INTERRUPTED)
             say("interrupted: stopping islands; unfinished experiments will re-run on resume", fresh_line=True)

@@ -160,6 +160,11 @@ class Lab:
         except git.GitCommandError:
             return None
 
+    def has_run_refs(self) -> bool:
+        """Whether this run's name already has branches or refs in the repository."""
+        return bool(self.repo.git.for_each_ref("--count=1", f"refs/evolve/{self.run_name}/",
+                                               f"refs/heads/evolve/{self.run_name}/"))
+
     def keep_reachable(self, seq: int, commit: str) -> None:
         self.repo.git.update_ref(f"refs/evolve/{self.run_name}/exp/{seq:05d}", commit)
 

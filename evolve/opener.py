@@ -1,29 +1,34 @@
-"""Opens a run directory, new or resumed: workspace, journal replay, refs, stale processes, clean
-worktrees, the research brief and the task's data."""
+"""Opens a run directory, new or resumed: its lock, pinned settings, workspace, journal replay, refs,
+stale processes, clean worktrees, the research brief and the task's data."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import git
+from omegaconf import OmegaConf
 
 from island.actor import run_prepare
 from island.fitness import kill_stale
 from island.guards import reset_checkout
 
+from .config import ConfigError
 from .journal import Journal
+from .lock import RunLock
 from .proposer import source_sha256
 from .recorder import Recorder
 from .state import RunState
 from .view import say
-from .workspace import PACKAGED_TASK, Workspace
+from .workspace import PACKAGED_TASK, Workspace, changed_settings, pinned_settings
 
 PROJECT_PROGRAM = Path(__file__).resolve().parents[1] / "program.md"
 
 
 @dataclass(frozen=True)
 class OpenedRun:
+    lock: RunLock                 # held until the run ends
     workspace: Workspace
     state: RunState
     recorder: Recorder
@@ -34,8 +39,24 @@ class OpenedRun:
 
 
 def open_run(cfg, run_dir: Path, islands: int) -> OpenedRun:
-    """The run in run_dir as its journal left it, with git, processes and checkouts made to agree."""
-    ws = Workspace.open(run_dir, islands) if Workspace.exists(run_dir) else Workspace.create(run_dir, cfg.task, islands)
+    """The run in run_dir as its journal left it, with git, processes and checkouts made to agree.
+    Raises RunInUse (another process holds it) before touching anything."""
+    lock = RunLock(run_dir).acquire()
+    try:
+        return _open(cfg, run_dir, islands, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _open(cfg, run_dir: Path, islands: int, lock: RunLock) -> OpenedRun:
+    settings = pinned_settings(cfg)
+    if Workspace.exists(run_dir):
+        ws = Workspace.open(run_dir, islands)
+        _check_settings(ws, settings, cfg.run.accept_changed_settings)
+    else:
+        ws = Workspace.create(run_dir, cfg.task, islands, settings)
+    _save_config(cfg, run_dir)
     journal = Journal(run_dir, islands)
     records = journal.load()
     state = RunState.replay(islands, cfg.selection.population_size, records)
@@ -49,8 +70,35 @@ def open_run(cfg, run_dir: Path, islands: int) -> OpenedRun:
     task_dirs = ws.ensure_worktrees()
     for k in range(islands):
         reset_checkout(ws.worktree(k), base)
-    return OpenedRun(workspace=ws, state=state, recorder=recorder, brief=_brief(ws), base_sha256=base_sha256,
+    return OpenedRun(lock=lock, workspace=ws, state=state, recorder=recorder, brief=_brief(ws), base_sha256=base_sha256,
                      task_dirs=task_dirs, task_env=task_env(cfg.task))
+
+
+def _check_settings(ws: Workspace, now: dict, accept: bool) -> None:
+    """A resume measures what the run measured: a changed pinned setting stops it (unless accepted)."""
+    changes = changed_settings(ws.manifest.settings, now) if ws.manifest.settings else {}
+    if not changes:
+        if not ws.manifest.settings:   # a run made before settings were pinned: pin them now
+            ws.manifest = replace(ws.manifest, settings=now)
+            ws.write_manifest()
+        return
+    listed = "; ".join(f"{key}: the run has {old!r}, this start has {new!r}" for key, (old, new) in changes.items())
+    if not accept:
+        raise ConfigError(f"{ws.run_dir} was created with other settings ({listed}). Resume with the run's "
+                          "values (or drop the overrides), start a new run.dir, or set "
+                          "run.accept_changed_settings=true to resume with the new ones anyway")
+    say(f"resuming with changed settings (run.accept_changed_settings=true): {listed}")
+    record = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), **{k: [old, new] for k, (old, new) in changes.items()}}
+    ws.manifest = replace(ws.manifest, settings=now, setting_changes=[*ws.manifest.setting_changes, record])
+    ws.write_manifest()
+
+
+def _save_config(cfg, run_dir: Path) -> None:
+    """The config this start runs with, where Hydra would keep it (written only once the lock is
+    held: conf/config.yaml turns Hydra's own copy off, so a refused start changes nothing)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path)
 
 
 def task_env(task_cfg) -> dict[str, str]:

@@ -5,7 +5,9 @@ the mean of its observations. Lower val_bpb is better.
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
+from operator import attrgetter
 from statistics import fmean
 
 from deap import base, tools
@@ -74,9 +76,11 @@ class Population:
     def champion(self) -> Member | None:
         return self.best(1)[0] if self.members else None
 
-    def select_parent(self, tournament_size: int) -> Member:
-        """One parent by DEAP tournament (uses the `random` module, seeded by the engine)."""
-        return tools.selTournament(self.members, 1, tournsize=tournament_size)[0]
+    def select_parent(self, tournament_size: int, rng: random.Random) -> Member:
+        """One parent by tournament (DEAP's selTournament, drawn from the run's own generator: the
+        global `random` module is shared with library threads, so a run would not repeat itself)."""
+        aspirants = [rng.choice(self.members) for _ in range(tournament_size)]
+        return max(aspirants, key=attrgetter("fitness"))
 
 
 def hall_of_fame(members: list[Member], size: int = 10) -> list[Member]:

@@ -118,7 +118,7 @@ class Proposer:
     def _draw(self, state: RunState, island: int) -> Member:
         population = state.islands[island].population
         if len(population):
-            return population.select_parent(self.tournament_size)
+            return population.select_parent(self.tournament_size, self.rng)
         champion = state.champion()  # an island whose baseline crashed borrows the run's best
         if champion is None:
             raise NoCandidate("no evaluated train.py to start from (every baseline failed)")
@@ -127,7 +127,7 @@ class Proposer:
     def _second_parent(self, state: RunState, island: int, first: Member) -> Member | None:
         others = [isl for isl in state.islands if isl.index != island and len(isl.population)]
         if self.crossover_other_island and others:
-            second = self.rng.choice(others).population.select_parent(self.tournament_size)
+            second = self.rng.choice(others).population.select_parent(self.tournament_size, self.rng)
             return second if second.commit != first.commit else None
         rest = [m for m in state.islands[island].population.members if m.commit != first.commit]
         return self.rng.choice(rest) if rest else None

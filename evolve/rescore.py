@@ -95,8 +95,8 @@ def rescore(run_dir: str | os.PathLike, commits: list[str], *, cache_dir: str | 
 
     run_dir = Path(run_dir).resolve()
     ws = Workspace.open(run_dir)
-    task = ws.manifest.task_settings
-    if not task:
+    pinned = ws.manifest.settings
+    if not pinned:
         raise FileNotFoundError(f"{run_dir}/run.json pins no task settings (a run made by an older evolve): "
                                 "the run's budget is unknown")
     extra_env = {"EVOLVE_HELDOUT": "1"}
@@ -120,9 +120,9 @@ def rescore(run_dir: str | os.PathLike, commits: list[str], *, cache_dir: str | 
                 log_path.write_text(f"rejected before running: {refused}\n")
                 val_bpb, test_bpb, outcome, reason = None, None, "rejected", refused
             else:
-                result = run_fitness(task_dir, budget_s=float(task["budget_s"]), grace_s=float(task["grace_s"]),
-                                     log_path=log_path, seed=seed, extra_env=extra_env,
-                                     python=task["python"] or sys.executable)
+                result = run_fitness(task_dir, budget_s=float(pinned["task.budget_s"]),
+                                     grace_s=float(pinned["task.grace_s"]), log_path=log_path, seed=seed,
+                                     extra_env=extra_env, python=pinned["task.python"] or sys.executable)
                 val_bpb, outcome = result.val_bpb, result.status.value
                 test_bpb = parse_test_bpb(read_log(log_path))
                 if test_bpb is not None and not math.isfinite(test_bpb):

@@ -14,11 +14,11 @@ class StopReason(enum.Enum):
     DEADLINE = ("reached run.hours", 0)
     SPEND_CAP = ("the LLM spend reached llm.max_cost_usd", 0)
     NOTHING_TO_PROPOSE = ("no island can propose anything", 0)
-    INTERRUPTED = ("interrupted (Ctrl-C)", 0)
-    TERMINATED = ("stopped by SIGTERM", 0)
+    INTERRUPTED = ("interrupted (Ctrl-C)", 130)   # 128 + SIGINT, what a shell reports
+    TERMINATED = ("stopped by SIGTERM", 143)      # 128 + SIGTERM: a preempted job did not finish
     DISK_FULL = ("the run dir's disk is full", 1)
-    BASELINES_FAILED = ("the unmodified train.py failed on every island", 0)
-    ALL_RETIRED = ("every island is retired", 0)
+    BASELINES_FAILED = ("the unmodified train.py failed on every island", 1)
+    ALL_RETIRED = ("every island is retired", 1)
 
     @property
     def text(self) -> str:

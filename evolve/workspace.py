@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import git
+from omegaconf import OmegaConf
 
 from operators.constants import rewrite_constants
 
@@ -41,18 +42,40 @@ class Manifest:
     task_dir: str
     preset: str
     created: float
-    # What a fitness run of this run needs to be repeated later (rescore): budget_s, grace_s,
-    # python, evaluator, max_memory_mb, cache_dir, as the run was created with them.
-    task_settings: dict = field(default_factory=dict)
+    # The settings that define what the run measures (PINNED), as it was created with them; a
+    # resume that changes one stops (run.accept_changed_settings), rescore repeats runs with them.
+    settings: dict = field(default_factory=dict)
+    # Pinned settings changed on resume with run.accept_changed_settings=true: [{time, key: [old, new]}].
+    setting_changes: list = field(default_factory=list)
 
 
-def task_settings(task_cfg) -> dict:
-    return {key: task_cfg[key] for key in ("budget_s", "grace_s", "python", "evaluator", "max_memory_mb", "cache_dir")}
+# What a run measures depends on these; they may not change silently between starts of one run.
+# Limits (run.max_experiments, run.hours, llm.max_cost_usd, ...) and operators may.
+PINNED = ("task.preset", "task.dir", "task.budget_s", "task.grace_s", "task.python", "task.evaluator",
+          "task.max_memory_mb", "task.train_constants", "task.prepare_constants", "selection.name",
+          "selection.noise_k", "selection.population_size", "selection.baseline_runs", "seed", "run.name")
 
 
-def run_name_for(run_dir: Path) -> str:
-    """A git-ref-safe name; multirun job dirs (…/<sweep>/<n>) become '<sweep>-<n>'."""
-    name = run_dir.name if not run_dir.name.isdigit() else f"{run_dir.parent.name}-{run_dir.name}"
+def pinned_settings(cfg) -> dict:
+    """The PINNED values of a config, as plain JSON-able values (run.name as the run will use it)."""
+    values = {key: OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
+              if OmegaConf.is_config(OmegaConf.select(cfg, key)) else OmegaConf.select(cfg, key) for key in PINNED}
+    values["run.name"] = run_name_for(Path(cfg.run.dir), cfg.run.name)
+    if values["task.dir"]:
+        values["task.dir"] = str(Path(values["task.dir"]).expanduser().resolve())
+    return values
+
+
+def changed_settings(pinned: dict, now: dict) -> dict[str, tuple]:
+    """{key: (the run's value, the new value)} for every pinned key that differs."""
+    return {key: (pinned[key], now.get(key)) for key in pinned if pinned[key] != now.get(key)}
+
+
+def run_name_for(run_dir: Path, name: str | None = None) -> str:
+    """A git-ref-safe run name: `name` (run.name) if given, else the run dir's base name;
+    multirun job dirs (…/<sweep>/<n>) become '<sweep>-<n>'."""
+    if not name:
+        name = run_dir.name if not run_dir.name.isdigit() else f"{run_dir.parent.name}-{run_dir.name}"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "run"
 
 
@@ -89,20 +112,33 @@ class Workspace:
                               "or choose a new run.dir")
         return cls(run_dir, manifest)
 
+    def write_manifest(self) -> None:
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.manifest), indent=2))
+        tmp.replace(self.manifest_path)
+
     @classmethod
-    def create(cls, run_dir: Path, task_cfg, islands: int) -> "Workspace":
+    def create(cls, run_dir: Path, task_cfg, islands: int, settings: dict | None = None) -> "Workspace":
+        """A new run: its lab (or the task's own repository), base commit and manifest. `settings`
+        are the pinned settings (pinned_settings); their run.name names the run's refs."""
         task_dir = Path(task_cfg.dir).expanduser().resolve() if task_cfg.dir else PACKAGED_TASK
         for required in ("train.py", "prepare.py"):
             if not (task_dir / required).is_file():
                 raise ConfigError(f"task.dir={str(task_dir)!r} has no {required}; expected a directory with "
                                   "train.py and prepare.py (the autoresearch convention)")
-        run_name = run_name_for(run_dir)
+        settings = dict(settings or {})
+        run_name = settings.get("run.name") or run_name_for(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         # A task inside evolve's own checkout (e.g. tests/tasks/...) is copied, never run in place:
         # island branches and worktrees belong in the user's repository, not in this project's.
         in_user_repo = task_cfg.dir is not None and _git_toplevel(task_dir) not in (None, PROJECT_ROOT)
         if in_user_repo:
             lab = Lab.open_user_repo(task_dir, run_name)
+            if lab.has_run_refs():
+                raise ConfigError(f"the repository {lab.repo.working_tree_dir} already has branches or refs of a run "
+                                  f"named {run_name!r} (evolve/{run_name}/..., refs/evolve/{run_name}/...) made from "
+                                  f"another run dir; set run.name to a new name, or resume that run from its own "
+                                  "run dir")
             head = lab.head()
         else:
             lab = Lab.create_from_files(run_dir / "lab", task_dir, run_name)
@@ -121,11 +157,9 @@ class Workspace:
         manifest = Manifest(run_name=run_name, islands=islands, lab_dir=str(Path(lab.repo.working_tree_dir)),
                             prefix=lab.prefix, base_commit=base, prepare_sha256=prepare_sha,
                             task_dir=str(task_dir), preset=task_cfg.preset, created=time.time(),
-                            task_settings=task_settings(task_cfg))
+                            settings=settings)
         ws = cls(run_dir, manifest)
-        tmp = ws.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(manifest), indent=2))
-        tmp.replace(ws.manifest_path)
+        ws.write_manifest()
         return ws
 
     def worktree(self, island: int) -> Path:

@@ -107,12 +107,14 @@ class Island:
             self.clone: NodeClone | None = NodeClone(home / "repo")
             self.checkout = self.clone.root
             self.log_dir, self.pid_dir, caches = home / "logs", home / "pids", home / "cache"
-            kill_stale(self.pid_dir / f"island-{index}.pid")  # left by an island of a killed run
         else:
             self.clone = None
             self.checkout = Path(worktree)
             self.log_dir, self.pid_dir = Path(settings.log_dir), Path(settings.pid_dir)
             caches = Path(settings.cache_dir or self.log_dir.parent / "cache") / f"island-{index}"
+        # A restarted actor (or one of a resumed run) first ends what its predecessor's last fitness
+        # run left behind, so two trainings never share a GPU.
+        kill_stale(self.pid_dir / f"island-{index}.pid")
         self.task_dir = self.checkout / task_subdir      # where train.py lives inside the checkout
         # Compile caches kept across experiments (outside the checkout, which is cleaned after each
         # run), so an unchanged or slightly changed model starts warm.

@@ -220,7 +220,7 @@ def test_ctrl_c_stops_gracefully_and_leaves_clean_worktrees(tmp_path: Path, land
     time.sleep(1.0)  # children of generation 1 are now training
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 130, err[-3000:]      # a scheduler (or a Hydra sweep) sees the interrupt
     assert "interrupted" in out and "champion" in out
     state = assert_records_agree_with_git(run_dir, 2)
     assert len(state.experiments) < 20

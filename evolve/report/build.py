@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from ..rescore import rescore
+from ..rescore import config_value, rescore
 from .data import read_run
 from .page import render_comparison, render_report
 from .plots import plot_comparison, plot_lineage, plot_progress, plot_rates, plot_staircase
@@ -19,7 +19,7 @@ def rescore_missing(run_dir: Path, cache_dir: str | None = None) -> list[dict]:
     run = read_run(run_dir)
     todo = [c for c in champion_commits(run) if c not in run.rescores]
     if not cache_dir:
-        cache_dir = run.manifest.get("task_settings", {}).get("cache_dir")
+        cache_dir = config_value(run.config, "task.cache_dir")
     return rescore(run.run_dir, todo, cache_dir=cache_dir) if todo else []
 
 

@@ -1,0 +1,134 @@
+"""One run, one owner: a second start is refused, a resume keeps the run's settings, exit codes
+tell a scheduler what happened, run names never collide, and the same seed makes the same run."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import git
+
+from tests.conftest import TEST_ACTOR
+from tests.test_engine import ROOT, assert_records_agree_with_git, evolve_cmd, read_tsv, run_evolve
+
+
+def args(run_dir: Path, task: Path, *extra: str) -> tuple[str, ...]:
+    return ("+islands=2", "task=custom", f"task.dir={task}", f"run.dir={run_dir}", "run.live=false", *extra)
+
+
+def wait_for_experiments(run_dir: Path, n: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (run_dir / "experiments.tsv").exists() and len(read_tsv(run_dir / "experiments.tsv")) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{run_dir} did not reach {n} experiments in {timeout} s")
+
+
+def test_a_second_start_on_a_busy_run_dir_is_refused_and_changes_nothing(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "busy"
+    first = subprocess.Popen(evolve_cmd(*args(run_dir, landscape, "task.budget_s=1", "run.max_experiments=10")),
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_experiments(run_dir, 1)
+    config_before = (run_dir / ".hydra" / "config.yaml").read_text()
+    started = time.time()
+    second = run_evolve(*args(run_dir, landscape, "task.budget_s=1", "run.max_experiments=99"), timeout=60)
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert time.time() - started < 30
+    assert "is in use by pid" in second.stderr and str(first.pid) in second.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == config_before   # the refused start wrote nothing
+    out, err = first.communicate(timeout=240)
+    assert first.returncode == 0, err[-3000:]
+    state = assert_records_agree_with_git(run_dir, 2)
+    assert len(state.experiments) == 10
+    assert len({e.seq for e in state.experiments}) == 10
+
+
+def test_a_resume_with_a_changed_pinned_setting_stops_unless_accepted(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "pinned"
+    done = run_evolve(*args(run_dir, landscape, "task.budget_s=0.05", "run.max_experiments=4"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    journal = (run_dir / "journal.jsonl").read_bytes()
+    changed = run_evolve(*args(run_dir, landscape, "task.budget_s=0.1", "selection.noise_k=2", "run.max_experiments=6"))
+    assert changed.returncode == 2
+    assert "task.budget_s: the run has 0.05, this start has 0.1" in changed.stderr
+    assert "selection.noise_k: the run has 1.0, this start has 2" in changed.stderr
+    assert (run_dir / "journal.jsonl").read_bytes() == journal              # nothing ran
+    limits_only = run_evolve(*args(run_dir, landscape, "task.budget_s=0.05", "run.max_experiments=5"))
+    assert limits_only.returncode == 0, limits_only.stderr[-3000:]         # limits may change
+    accepted = run_evolve(*args(run_dir, landscape, "task.budget_s=0.1", "run.max_experiments=6",
+                                "run.accept_changed_settings=true"))
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    assert "resuming with changed settings" in accepted.stdout
+    assert len(assert_records_agree_with_git(run_dir, 2).experiments) == 6
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["settings"]["task.budget_s"] == 0.1
+    assert manifest["setting_changes"][0]["task.budget_s"] == [0.05, 0.1]
+
+
+def test_exit_codes_after_sigterm_and_when_every_baseline_fails(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "preempted"
+    proc = subprocess.Popen(evolve_cmd(*args(run_dir, landscape, "task.budget_s=2", "run.max_experiments=20")),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_experiments(run_dir, 2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-3000:]
+    assert "interrupted" in out
+    assert len(assert_records_agree_with_git(run_dir, 2).experiments) < 20
+    broken = tmp_path / "broken-task"
+    shutil.copytree(landscape, broken)
+    (broken / "train.py").write_text("raise SystemExit('this task is broken')\n")
+    failed = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=6"))
+    assert failed.returncode == 1
+    assert "the unmodified train.py failed on every island" in failed.stdout
+
+
+def test_a_hydra_multirun_stops_its_sweep_on_sigterm(tmp_path: Path, landscape: Path):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(evolve_cmd("-m", *args(sweep, landscape, "task.budget_s=2", "run.max_experiments=30",
+                                                   "migration.interval=1,2")),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_experiments(sweep / "0", 2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 143
+    assert not (sweep / "1").exists()      # the second job never started
+
+
+def test_run_names_never_collide_in_a_users_repository(tmp_path: Path, landscape: Path):
+    checkout = tmp_path / "checkout"
+    shutil.copytree(landscape, checkout)
+    repo = git.Repo.init(checkout)
+    repo.git.add("--", ".")
+    repo.index.commit("task", author=TEST_ACTOR, committer=TEST_ACTOR)
+    first = run_evolve(*args(tmp_path / "a" / "night1", checkout, "task.budget_s=0.05", "run.max_experiments=3"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    refs_before = repo.git.for_each_ref("refs/evolve/")
+    clash = run_evolve(*args(tmp_path / "b" / "night1", checkout, "task.budget_s=0.05", "run.max_experiments=3"))
+    assert clash.returncode == 2 and "already has branches or refs of a run named 'night1'" in clash.stderr
+    assert repo.git.for_each_ref("refs/evolve/") == refs_before            # the other run's refs are untouched
+    named = run_evolve(*args(tmp_path / "b" / "night1", checkout, "task.budget_s=0.05", "run.max_experiments=3",
+                             "run.name=night1-b"))
+    assert named.returncode == 0, named.stderr[-3000:]
+    assert "evolve/night1-b/island-0" in [h.name for h in repo.heads]
+    resumed = run_evolve(*args(tmp_path / "a" / "night1", checkout, "task.budget_s=0.05", "run.max_experiments=4"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(repo.git.for_each_ref("refs/evolve/night1-b/exp/").splitlines()) == 3   # never deleted by the other
+
+
+def test_the_same_seed_makes_the_same_choices(tmp_path: Path, landscape: Path):
+    runs = []
+    for name in ("one", "two"):
+        done = run_evolve("+islands=1", "task=custom", f"task.dir={landscape}", "task.budget_s=0.05", "llm=none",
+                          "run.max_experiments=10", f"run.dir={tmp_path / name}", "run.live=false", "seed=3")
+        assert done.returncode == 0, done.stderr[-3000:]
+        # commit hashes differ (commit times do); every choice and every score must not
+        runs.append([(r["operator"], re.sub(r"\b[0-9a-f]{7}\b", "<commit>", r["description"]), r["status"],
+                      r["val_bpb"]) for r in read_tsv(tmp_path / name / "experiments.tsv")])
+    assert runs[0] == runs[1] and len(runs[0]) == 10
+    assert len({description for _, description, _, _ in runs[0]}) > 3     # real, varied choices
