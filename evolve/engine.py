@@ -116,12 +116,12 @@ class Engine:
             return
         if not m.result.ok:
             disk.ensure_free(self.run_dir, self.cfg.run.min_free_mb)  # a failure on a full disk is not the candidate's
-        sigma = recorder.state.sigma or 0.0
-        if trial.confirm(m, sigma, self.rules, scheduler.job_id):
+        sigma, epoch = recorder.state.sigma or 0.0, recorder.state.islands[trial.island].epoch
+        if trial.confirm(m, sigma, self.rules, scheduler.job_id, epoch):
             fleet.submit(trial)
             view.started(trial.island, f"re-run (seed {trial.job.seed}): {trial.label}")
             return
-        exp = recorder.record(trial, m, trial.verdict(m, sigma, self.rules))
+        exp = recorder.record(trial, m, trial.verdict(m, sigma, self.rules, epoch))
         for event in epochs.after(recorder.state, trial.island, frozenset(scheduler.retired)):
             self._record_event(event, recorder)
         recorder.sync_branches()

@@ -38,6 +38,7 @@ def is_llm(operator: str) -> bool:
 class Proposal:
     candidate: Candidate
     parent_bpb: float     # the best parent's val_bpb when the proposal was made
+    epoch: int = 0        # the island's epoch when its parents were drawn (RunState IslandState.epoch)
 
     @property
     def source_sha256(self) -> str:
@@ -53,6 +54,7 @@ class Request:
     parents: list[Parent]
     context: ProposalContext
     seed: int
+    epoch: int = 0
 
     @property
     def operator_name(self) -> str:
@@ -60,7 +62,7 @@ class Request:
 
     def run(self) -> Proposal:
         candidate = self.operator.propose(self.parents, random.Random(self.seed), context=self.context)
-        return Proposal(candidate=candidate, parent_bpb=min(p.val_bpb for p in self.parents))
+        return Proposal(candidate=candidate, parent_bpb=min(p.val_bpb for p in self.parents), epoch=self.epoch)
 
 
 class Proposer:
@@ -168,7 +170,8 @@ class Proposer:
         parents = [self._parent(m) for m in members]
         context = (self.context(state, island, parents, getattr(operator, "max_history", MAX_HISTORY))
                    if is_llm(operator.name) else ProposalContext(island=island))
-        return Request(island, operator, parents, context, seed=self.rng.randrange(2**32))
+        return Request(island, operator, parents, context, seed=self.rng.randrange(2**32),
+                       epoch=state.islands[island].epoch)
 
     def propose_offline(self, state: RunState, island: int, seen: set[str]) -> Proposal:
         """A fresh offline candidate, re-drawn while it duplicates an already measured train.py."""

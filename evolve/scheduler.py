@@ -95,6 +95,8 @@ class Scheduler:
         try:
             if k not in self.prefetch and k not in self.planned:
                 self._plan_next(k)
+            if k in self.prefetch and self._prefetch_is_stale(k):
+                self._replan(k)
             if k in self.prefetch:
                 future, request = self.prefetch[k]
                 if not future.done():
@@ -125,6 +127,20 @@ class Scheduler:
         except NoCandidate:
             return  # nothing to build on yet; the island proposes offline when it is idle
         self.prefetch[k] = (_in_background(request.run), request)
+
+    def _prefetch_is_stale(self, k: int) -> bool:
+        """Whether island k's population changed (reset, migrants) since its LLM proposal was drawn."""
+        return self.prefetch[k][1].epoch != self.state.islands[k].epoch
+
+    def _replan(self, k: int) -> None:
+        """Drops island k's stale LLM proposal (recorded with what it cost so far) and draws anew."""
+        future, request = self.prefetch.pop(k)
+        cost = asdict(future.result().candidate.cost) if future.done() and future.exception() is None else {}
+        self.record(OperatorFailure(island=k, operator=request.operator_name,
+                                    reason=f"re-planned: island {k} was reset or received migrants after its parents "
+                                           f"were drawn (epoch {request.epoch} -> {self.state.islands[k].epoch})",
+                                    after_seq=self.state.next_seq - 1, cost=cost))
+        self._plan_next(k)
 
     def _llm_outcome(self, k: int, future: Future, request: Request) -> Proposal:
         """The LLM's candidate, or an offline one when the LLM produced nothing (recorded)."""

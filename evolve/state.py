@@ -23,6 +23,9 @@ class IslandState:
     resets: int = 0
     operator_failures: int = 0
     llm_usd: float = 0.0
+    # Bumped when the population changes from outside (a reset, arriving migrants): a candidate
+    # drawn in an earlier epoch is recorded but never admitted (evolve/trial.py).
+    epoch: int = 0
 
     def champion(self) -> Member | None:
         return self.population.champion()
@@ -65,6 +68,7 @@ class RunState:
         elif isinstance(record, Migration):
             self.islands[record.source].migration_rounds = record.round
             for target in record.targets:
+                self.islands[target].epoch += 1
                 for commit, val_bpb in record.migrants:
                     if commit not in self.islands[target].population:
                         self.islands[target].population.add(Member(commit, [val_bpb], record.source, record.after_seq))
@@ -74,6 +78,7 @@ class RunState:
             for island, donor, commit, val_bpb in record.resets:
                 self.islands[island].population.replace_all(Member(commit, [val_bpb], donor, record.after_seq))
                 self.islands[island].resets += 1
+                self.islands[island].epoch += 1
             self.events.append(record)
         elif isinstance(record, OperatorFailure):
             self.islands[record.island].operator_failures += 1

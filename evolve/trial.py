@@ -9,7 +9,7 @@ from island.actor import Job, Measurement
 from island.fitness import Status
 
 from .proposer import Proposal
-from .records import DISCARD
+from .records import DISCARD, KEEP
 from .selection import decide, decide_runs, rerun_reason
 
 RERUN_SEED_STRIDE = 10_000   # confirmation run i of a candidate uses its first seed + i * stride
@@ -55,10 +55,17 @@ class Trial:
     def label(self) -> str:
         return self.proposal.candidate.description if self.proposal else "baseline"
 
-    def confirm(self, last: Measurement, sigma: float, rules: Rules, job_id: Callable[[int], str]) -> bool:
+    def stale(self, island_epoch: int) -> bool:
+        """Whether the island's population changed from outside (reset, migrants) after this
+        candidate's parents were drawn: it is then recorded but never admitted."""
+        return self.proposal is not None and self.proposal.epoch != island_epoch
+
+    def confirm(self, last: Measurement, sigma: float, rules: Rules, job_id: Callable[[int], str],
+                island_epoch: int) -> bool:
         """Whether `last` leaves the verdict open (a would-be keep too close to the noise floor, or
-        implausibly large, to trust one run): then self.job becomes its next run, with a new seed."""
-        if self.proposal is None:
+        implausibly large, to trust one run): then self.job becomes its next run, with a new seed.
+        A stale candidate is never re-run (it cannot be admitted anyway)."""
+        if self.proposal is None or self.stale(island_epoch):
             return False
         runs = self.earlier + [last]
         if any(r.result.status is not Status.OK for r in runs):
@@ -74,8 +81,17 @@ class Trial:
         self.attempts = 1
         return True
 
-    def verdict(self, last: Measurement, sigma: float, rules: Rules) -> Verdict:
-        """keep / discard / crash from every run of the candidate, `last` included."""
+    def verdict(self, last: Measurement, sigma: float, rules: Rules, island_epoch: int) -> Verdict:
+        """keep / discard / crash from every run of the candidate, `last` included; a would-be
+        keep of a stale candidate is a discard that says why."""
+        verdict = self._verdict(last, sigma, rules)
+        if verdict.status == KEEP and self.stale(island_epoch):
+            return Verdict(DISCARD, verdict.val_bpb, f"not admitted: island {self.island} was reset or received "
+                                                     f"migrants while it ran (epoch {self.proposal.epoch} -> "
+                                                     f"{island_epoch}); a would-be keep")
+        return verdict
+
+    def _verdict(self, last: Measurement, sigma: float, rules: Rules) -> Verdict:
         runs = self.earlier + [last]
         first = runs[0].result
         parent_bpb = self.proposal.parent_bpb if self.proposal else None

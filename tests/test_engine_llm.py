@@ -117,3 +117,31 @@ def test_llm_spend_cap_falls_back_to_offline_operators(tmp_path: Path):
     assert operators[:3] == ["baseline", "baseline", "llm_mutation"]
     assert set(operators[3:]) == {"perturb"} and requests == 1
     assert state.experiments[2].cost["usd"] > 0.001
+
+
+def test_island_epochs_in_both_orders(tmp_path: Path):
+    """Migrants arrive after every experiment (migration.interval=1), so islands change under their
+    own candidates: a candidate in flight when its island's epoch changes is recorded, never
+    admitted; an LLM proposal prefetched before the change is re-planned (its cost recorded)."""
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "epochs"
+    # every reply is a better learning rate than all before it: each would be a keep
+    replies = [Reply(whole_file(f"learning rate {0.004 * 1.07 ** i:.5f}", f"{0.004 * 1.07 ** i:.5f}"))
+               for i in range(1, 40)]
+    with ScriptedLLM() as server:
+        server.script(*replies)
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.4",
+             "run.max_experiments=16", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "llm.model=openai/test-model", "llm.num_retries=0", "migration.interval=1", "reset.interval=0",
+             "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *ONLY_LLM_MUTATION],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 2)
+    not_admitted = [e for e in state.experiments if e.reason.startswith("not admitted")]
+    replanned = [e for e in state.events if isinstance(e, OperatorFailure) and e.reason.startswith("re-planned")]
+    assert not_admitted and replanned, [(e.status, e.reason[:60]) for e in state.experiments]
+    members = {m.commit for isl in state.islands for m in isl.population.members}
+    assert all(e.status == "discard" and e.commit not in members for e in not_admitted)
+    assert all(f.cost.get("prompt_tokens", 0) > 0 for f in replanned)    # what the dropped proposal cost

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from evolve.config import Config
 from evolve.epochs import Epochs
 from evolve.proposer import Proposal, Proposer
-from evolve.records import Experiment, Migration, NoiseFloor
+from evolve.records import Experiment, Migration, NoiseFloor, Reset
 from evolve.scheduler import Scheduler
 from evolve.state import RunState
 from evolve.stop import Stop, StopReason
@@ -54,50 +54,50 @@ def job_ids():
 def test_a_clear_gain_is_kept_on_one_run_and_a_clear_loss_discarded():
     trial = candidate_trial()
     m = measured(trial.job, 0.95)                          # 5 sigma better: trusted at once
-    assert not trial.confirm(m, SIGMA, RULES, job_ids())
-    assert trial.verdict(m, SIGMA, RULES).status == "keep"
+    assert not trial.confirm(m, SIGMA, RULES, job_ids(), 0)
+    assert trial.verdict(m, SIGMA, RULES, 0).status == "keep"
     worse = candidate_trial()
     m = measured(worse.job, 1.02)
-    assert not worse.confirm(m, SIGMA, RULES, job_ids())
-    assert worse.verdict(m, SIGMA, RULES).status == "discard"
+    assert not worse.confirm(m, SIGMA, RULES, job_ids(), 0)
+    assert worse.verdict(m, SIGMA, RULES, 0).status == "discard"
 
 
 def test_a_close_call_runs_again_with_a_new_seed_and_the_mean_decides():
     trial = candidate_trial(seed=7)
     first = measured(trial.job, 0.98)                      # 2 sigma: could be seed luck
-    assert trial.confirm(first, SIGMA, RULES, job_ids())
+    assert trial.confirm(first, SIGMA, RULES, job_ids(), 0)
     assert trial.job.seed == 7 + RERUN_SEED_STRIDE and trial.job.job_id == "island-0/100"
     assert "confirm_sigmas" in trial.rerun_reason and trial.attempts == 1
     second = measured(trial.job, 1.0)                      # the luck did not repeat: mean 0.99, 1 sigma
-    assert not trial.confirm(second, SIGMA, RULES, job_ids())   # max_runs reached
-    verdict = trial.verdict(second, SIGMA, RULES)
+    assert not trial.confirm(second, SIGMA, RULES, job_ids(), 0)   # max_runs reached
+    verdict = trial.verdict(second, SIGMA, RULES, 0)
     assert verdict.status == "discard" and verdict.val_bpb == pytest.approx(0.99)
     assert "not confirmed" in verdict.reason
 
 
 def test_a_failed_re_run_discards_and_a_crash_is_a_crash():
     trial = candidate_trial()
-    assert trial.confirm(measured(trial.job, 0.98), SIGMA, RULES, job_ids())
-    verdict = trial.verdict(measured(trial.job, None, Status.TIMEOUT), SIGMA, RULES)
+    assert trial.confirm(measured(trial.job, 0.98), SIGMA, RULES, job_ids(), 0)
+    verdict = trial.verdict(measured(trial.job, None, Status.TIMEOUT), SIGMA, RULES, 0)
     assert verdict.status == "discard" and "timeout" in verdict.reason and verdict.val_bpb == pytest.approx(0.98)
     crashed = candidate_trial()
     m = measured(crashed.job, None, Status.CRASH)
-    assert not crashed.confirm(m, SIGMA, RULES, job_ids())
-    assert crashed.verdict(m, SIGMA, RULES).status == "crash"
+    assert not crashed.confirm(m, SIGMA, RULES, job_ids(), 0)
+    assert crashed.verdict(m, SIGMA, RULES, 0).status == "crash"
 
 
 def test_an_implausible_gain_that_does_not_reproduce_is_discarded():
     trial = candidate_trial()
-    assert trial.confirm(measured(trial.job, 0.5), SIGMA, RULES, job_ids())   # 50 sigma
-    verdict = trial.verdict(measured(trial.job, 1.0), SIGMA, RULES)
+    assert trial.confirm(measured(trial.job, 0.5), SIGMA, RULES, job_ids(), 0)   # 50 sigma
+    verdict = trial.verdict(measured(trial.job, 1.0), SIGMA, RULES, 0)
     assert verdict.status == "discard" and "not reproducible" in verdict.reason
 
 
 def test_baselines_are_never_re_run_and_always_kept_when_they_score():
     trial = Trial(Job("island-1/1", 1, "b" * 40, None, 3), None)
     m = measured(trial.job, 2.5)
-    assert not trial.confirm(m, SIGMA, RULES, job_ids())
-    assert trial.verdict(m, SIGMA, RULES).status == "keep" and trial.label == "baseline"
+    assert not trial.confirm(m, SIGMA, RULES, job_ids(), 0)
+    assert trial.verdict(m, SIGMA, RULES, 0).status == "keep" and trial.label == "baseline"
 
 
 # ---- epochs ---------------------------------------------------------------------------------------
@@ -225,3 +225,26 @@ def test_a_retired_island_hands_its_owed_and_in_flight_baselines_to_the_others()
     owed = sorted(b.seed for k in (0, 2) for b in s.baselines_left[k])
     assert owed == [1, 3] and s.baselines_left[1] == []
     assert [t.island for t in s.next_trials(busy={0, 2}, in_flight=2)] == []
+
+
+# ---- island epochs --------------------------------------------------------------------------------
+def test_resets_and_arriving_migrants_start_a_new_epoch_of_the_island():
+    state = RunState(3, 4)
+    state.apply(experiment(0, 0, 2.5, "baseline"))
+    state.apply(Migration(source=0, round=1, targets=(1,), migrants=(("0" * 40, 2.5),), after_seq=0))
+    assert [isl.epoch for isl in state.islands] == [0, 1, 0]
+    state.apply(Reset(round=1, resets=((2, 0, "0" * 40, 2.5),), after_seq=0))
+    assert [isl.epoch for isl in state.islands] == [0, 1, 1]
+
+
+def test_a_candidate_drawn_before_its_islands_epoch_changed_is_recorded_but_never_admitted():
+    trial = candidate_trial()                                # drawn in epoch 0
+    clear_gain = measured(trial.job, 0.95)
+    assert trial.verdict(clear_gain, SIGMA, RULES, 0).status == "keep"
+    stale = trial.verdict(clear_gain, SIGMA, RULES, 1)
+    assert stale.status == "discard" and stale.reason.startswith("not admitted: island 0 was reset")
+    assert stale.val_bpb == 0.95                             # the row keeps its measurement
+    close_call = candidate_trial()
+    assert not close_call.confirm(measured(close_call.job, 0.98), SIGMA, RULES, job_ids(), 1)   # no re-run
+    loss = candidate_trial()
+    assert loss.verdict(measured(loss.job, 1.02), SIGMA, RULES, 1).reason == ""   # only keeps change
