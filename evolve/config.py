@@ -54,7 +54,8 @@ class RunConfig:
     # Stop after this many evaluated experiments in total over all islands (baselines included;
     # confirmation runs of an experiment are not counted, see selection.confirm_sigmas).
     max_experiments: int = 50
-    # Stop starting new experiments after this many hours (0 = no time limit).
+    # Stop starting new experiments once the run has run this many hours, summed over all its
+    # starts (time between a stop and a resume does not count; 0 = no time limit).
     hours: float = 0.0
     # Live terminal view (rich); off when stdout is not a terminal.
     live: bool = True

@@ -64,7 +64,10 @@ class Engine:
         fleet = Fleet(cfg, opened.workspace, self.run_dir, opened.task_env)
         for k, why in fleet.start().items():
             scheduler.retire(k, None, why)
-        self.stop.set_deadline(cfg.run.hours)
+        used = state.seconds_run()
+        self.stop.set_deadline(cfg.run.hours, used)
+        if cfg.run.hours and used:
+            say(f"run.hours={cfg.run.hours:g} counts every start: {used / 3600:.3f} h ran before this one")
         view = LiveView(state, self.n, cfg.run.max_experiments, self.run_dir,
                         live=cfg.run.live and sys.stdout.isatty())
         try:

@@ -7,9 +7,11 @@ TSVs are rewritten from the journal and the refs reconciled, so everything agree
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from .records import CRASH, Experiment, Migration, NoiseFloor, OperatorFailure, Record, Reset, from_json, to_json
+from .records import (CRASH, Experiment, Migration, NoiseFloor, OperatorFailure, Record, Reset, RunStart, from_json,
+                      to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
@@ -68,6 +70,9 @@ def events_row(record: Record) -> str:
         after = record.after_seq
     elif isinstance(record, OperatorFailure):
         detail = f"island {record.island} {record.operator}: {_clean(record.reason)} (${record.cost.get('usd', 0.0):.4f})"
+        after = record.after_seq
+    elif isinstance(record, RunStart):
+        detail = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.time))
         after = record.after_seq
     else:
         raise TypeError(record)

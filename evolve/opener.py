@@ -19,6 +19,7 @@ from .journal import Journal
 from .lock import RunLock
 from .proposer import source_sha256
 from .recorder import Recorder
+from .records import RunStart
 from .state import RunState
 from .view import say
 from .workspace import PACKAGED_TASK, Workspace, changed_settings, pinned_settings
@@ -65,6 +66,7 @@ def _open(cfg, run_dir: Path, islands: int, lock: RunLock) -> OpenedRun:
     base_sha256 = source_sha256(ws.lab.read(base, "train.py"))
     recorder = Recorder(run_dir, ws.lab, journal, state, base, base_sha256, cfg.run.min_free_mb)
     recorder.reconcile()
+    recorder.append(RunStart(time=time.time(), after_seq=state.next_seq - 1))
     for pidfile in (run_dir / "pids").glob("*.pid"):
         kill_stale(pidfile)    # fitness runs a killed driver left behind
     task_dirs = ws.ensure_worktrees()

@@ -95,9 +95,18 @@ class OperatorFailure:
     kind: str = "operator_failure"
 
 
-Record = Union[Experiment, NoiseFloor, Migration, Reset, OperatorFailure]
+@dataclass(frozen=True)
+class RunStart:
+    """A start (or resume) of the run: how long the run has been running sums over starts."""
+
+    time: float                   # unix seconds
+    after_seq: int
+    kind: str = "start"
+
+
+Record = Union[Experiment, NoiseFloor, Migration, Reset, OperatorFailure, RunStart]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "migration": Migration, "reset": Reset,
-          "operator_failure": OperatorFailure}
+          "operator_failure": OperatorFailure, "start": RunStart}
 _TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns"}
 
 

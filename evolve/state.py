@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .population import Member, Population, hall_of_fame
-from .records import CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, OperatorFailure, Record, Reset
+from .records import CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, OperatorFailure, Record, Reset, RunStart
 
 
 @dataclass
@@ -43,6 +43,7 @@ class RunState:
     # Every successful measurement of each commit, run-wide (the same commit may be measured on
     # several islands, e.g. the baseline with different seeds).
     measurements: dict[str, list[float]] = field(default_factory=dict)
+    starts: list[RunStart] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.islands:
@@ -84,6 +85,8 @@ class RunState:
             self.islands[record.island].operator_failures += 1
             self.islands[record.island].llm_usd += record.cost.get("usd", 0.0)
             self.events.append(record)
+        elif isinstance(record, RunStart):
+            self.starts.append(record)
         else:  # pragma: no cover - records.from_json only yields the kinds above
             raise TypeError(f"unknown record {record!r}")
 
@@ -120,6 +123,16 @@ class RunState:
     def champion(self) -> Member | None:
         best = self.hall_of_fame(1)
         return best[0] if best else None
+
+    def seconds_run(self) -> float:
+        """How long the run has been running, summed over its starts: each from its start to the
+        end of the last experiment it recorded (time between starts does not count)."""
+        total = 0.0
+        for start, following in zip(self.starts, [*self.starts[1:], None]):
+            last = following.after_seq if following else len(self.experiments) - 1
+            ends = [e.finished for e in self.experiments[start.after_seq + 1:last + 1]]
+            total += max([start.time, *ends]) - start.time
+        return total
 
     def llm_usd(self) -> float:
         return sum(isl.llm_usd for isl in self.islands)

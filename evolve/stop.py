@@ -50,9 +50,9 @@ class Stop:
     def requested(self) -> bool:
         return self.reason is not None
 
-    def set_deadline(self, hours: float) -> None:
-        """run.hours from now (0 = none)."""
-        self.deadline = time.time() + hours * 3600 if hours > 0 else None
+    def set_deadline(self, hours: float, used_s: float = 0.0) -> None:
+        """run.hours over all starts of the run: `used_s` went to earlier starts (0 hours = none)."""
+        self.deadline = time.time() + hours * 3600 - used_s if hours > 0 else None
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.time() >= self.deadline:

@@ -132,3 +132,21 @@ def test_the_same_seed_makes_the_same_choices(tmp_path: Path, landscape: Path):
                       r["val_bpb"]) for r in read_tsv(tmp_path / name / "experiments.tsv")])
     assert runs[0] == runs[1] and len(runs[0]) == 10
     assert len({description for _, description, _, _ in runs[0]}) > 3     # real, varied choices
+
+
+def test_run_hours_count_every_start_of_the_run(tmp_path: Path, landscape: Path):
+    run_dir = tmp_path / "hours"
+    limit = ("task.budget_s=1", "run.max_experiments=500", "run.hours=0.003")    # 10.8 s of running
+    first = run_evolve(*args(run_dir, landscape, *limit))
+    assert first.returncode == 0, first.stderr[-3000:]
+    ran = len(read_tsv(run_dir / "experiments.tsv"))
+    assert 2 <= ran < 500
+    time.sleep(2)                                               # time between starts does not count
+    again = run_evolve(*args(run_dir, landscape, *limit))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "run.hours=0.003 counts every start" in again.stdout
+    assert len(read_tsv(run_dir / "experiments.tsv")) == ran     # nothing left of the 0.003 h
+    more = run_evolve(*args(run_dir, landscape, "task.budget_s=1", "run.max_experiments=500", "run.hours=0.006"))
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert len(read_tsv(run_dir / "experiments.tsv")) > ran     # a larger limit goes on
+    assert [r["kind"] for r in read_tsv(run_dir / "events.tsv")].count("start") == 3
