@@ -54,7 +54,7 @@ import threading
 import time
 from typing import Any
 
-from island.environment import SECRET_NAME_PARTS
+from island.environment import looks_secret
 from operators import keys, prompts
 from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
 from operators.edits import (apply_edits, edits_to_other_files, is_target, nearest_lines, parse_reply,
@@ -98,9 +98,9 @@ _SECRET_PATTERNS = [
 
 def redact(text: str) -> str:
     """`text` with anything that looks like a key, and the value of any environment variable whose
-    name looks secret (island.environment's SECRET_NAME_PARTS: *KEY*, *TOKEN*, *SECRET*, ...),
+    name looks secret (island.environment.looks_secret: *KEY*, *TOKEN*, *SECRET*, ...),
     replaced by [redacted]."""
-    values = [v for name, v in os.environ.items() if any(word in name.upper() for word in SECRET_NAME_PARTS)]
+    values = [v for name, v in os.environ.items() if looks_secret(name)]
     for value in values + keys.held_values():
         if len(value) >= 6 and value in text:
             text = text.replace(value, "[redacted]")
