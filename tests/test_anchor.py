@@ -139,7 +139,11 @@ def test_two_islands_on_the_anchors_own_code(checkout, tmp_path, monkeypatch):
         printed = float(re.search(r"^val_bpb:\s+(\S+)$", log, re.MULTILINE)[1])
         assert f"{e['val_bpb']:.6f}" == f"{printed:.6f}"                  # the captured evaluate_bpb
         assert 3.0 <= e["metrics"]["training_seconds"] < 10 and e["metrics"]["depth"] == 2.0
-        assert "H100_BF16_PEAK_FLOPS" not in e["description"]
+    for e in experiments:
+        if e["operator"] != "baseline":   # operators.perturb.exclude reached the operator
+            assert e["operator"] == "perturb" and re.fullmatch(r"[A-Z_]+ \S+ -> \S+(, [A-Z_]+ \S+ -> \S+)*",
+                                                                e["description"]), e["description"]
+            assert not re.search(r"\b(DEPTH|HEAD_DIM|ASPECT_RATIO|\w*BATCH\w*|\w*FLOPS)\b", e["description"])
 
     # results.tsv per island, read the way the anchor's analysis.ipynb reads it (every code cell)
     import matplotlib
@@ -265,6 +269,18 @@ def test_the_anchors_brief_is_framed_for_a_proposer():
         assert not prompts.scripts_an_agent(brief)
         assert "interactive coding agent" not in prompts.mutation_prompt(
             parent, ProposalContext(island=0, program=brief))
+
+
+def test_exclude_knob_composes_and_is_validated():
+    from evolve.config import ConfigError, validate
+    from tests.test_environment import _config
+
+    cfg = _config()
+    assert list(cfg.operators.perturb.exclude) == list(Perturb().exclude)
+    assert "*FLOPS*" in cfg.operators.perturb.exclude
+    validate(_config("operators.perturb.exclude=[*SEED*,DEPTH]"), 2)
+    with pytest.raises(ConfigError, match=r"operators.perturb.exclude=.* expected a list of fnmatch patterns"):
+        validate(_config("operators.perturb.exclude=['']"), 2)
 
 
 def test_task_brief_names_another_file(tmp_path):
