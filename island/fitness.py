@@ -28,7 +28,7 @@ from typing import Any
 
 from island import metric as _metric
 from island import supervise as _sv
-from island.environment import scrubbed_env
+from island.environment import SEED_ENV, scrubbed_env
 from island.summary import Status, _short, classify, log_tail, parse_summary, read_log
 
 __all__ = ["FitnessResult", "Status", "run_fitness", "kill_stale", "SUPERVISOR"]
@@ -150,7 +150,7 @@ def run_fitness(
     script: str = "train.py",
     max_memory_mb: int | None = None,
     evaluator: str | None = "auto",
-    seed_env: str = "EVOLVE_SEED",
+    seed_env: str = SEED_ENV,
 ) -> FitnessResult:
     """Run ``python train.py`` in ``workdir`` and score it.
 
