@@ -6,6 +6,7 @@ cross-field rules) and names the key and the allowed values when something is of
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -15,7 +16,11 @@ from omegaconf import MISSING
 
 from operators import llm as llm_defaults
 from operators import perturb as perturb_defaults
+from island.environment import task_env
+from operators.perturb import DEFAULT_EXCLUDE
 from operators.registry import allowed_names
+
+from .brief import brief_path
 
 
 class Topology(str, Enum):
@@ -95,6 +100,26 @@ class TaskConfig:
     # Interpreter for the fitness runs, e.g. an autoresearch checkout's .venv/bin/python;
     # null = the interpreter running evolve.
     python: Optional[str] = None
+    # Extra environment variables for the fitness runs and prepare.py, e.g.
+    # '+task.env={HF_HUB_OFFLINE: 1, HF_HOME: /data/hf}'. Secret-looking names are refused
+    # (island/environment.py says which variables of your own environment arrive and which not).
+    env: dict[str, str] = field(default_factory=dict)
+    # The variable that carries each run's seed to train.py (baselines and confirmation runs
+    # differ only by it). A train.py that reads none gets a warning at start (docs/task.md).
+    seed_env: str = "EVOLVE_SEED"
+    # The research brief the LLM operators read: a file (absolute, or relative to task.dir);
+    # null = the task's program.md, else the project's. A brief written for an interactive agent
+    # (set-up, git, results.tsv, "LOOP FOREVER") is framed as such in the prompt.
+    brief: Optional[str] = None
+    # Budget enforcement (island/budget.py): a candidate that rebinds the budget it imports from
+    # prepare.py, or whose training_seconds exceed budget_s x (1 + budget_tolerance) +
+    # budget_tolerance_s, or whose uncounted time (wall - training_seconds) exceeds its island's
+    # baseline uncounted time x (1 + uncounted_margin) + uncounted_margin_s, is over-budget.
+    enforce_budget: bool = True
+    budget_tolerance: float = 0.05
+    budget_tolerance_s: float = 5.0
+    uncounted_margin: float = 1.0
+    uncounted_margin_s: float = 30.0
 
 
 @dataclass
@@ -167,6 +192,11 @@ class PerturbConfig:
     # Constants changed per candidate (1..max_changes) and the step size (see operators/perturb.py).
     max_changes: int = perturb_defaults.DEFAULT_MAX_CHANGES      # 2
     scale: float = perturb_defaults.DEFAULT_SCALE                # 0.5
+    # Constants the offline operators (perturb and crossover) never change: fnmatch patterns on
+    # the constant's name. The defaults leave the seed, the budget, the evaluation and facts about
+    # the hardware alone (H100_BF16_PEAK_FLOPS only feeds the MFU printout). Setting this replaces
+    # the list: keep the defaults you still want.
+    exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
 
 
 @dataclass
@@ -230,6 +260,22 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.task.max_memory_mb is None or cfg.task.max_memory_mb >= 64, "task.max_memory_mb",
              cfg.task.max_memory_mb, "null (no limit) or megabytes >= 64")
     _require(cfg.task.grace_s >= 0, "task.grace_s", cfg.task.grace_s, "seconds >= 0")
+    try:
+        task_env(cfg.task.env)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    _require(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.task.seed_env or "") is not None,
+             "task.seed_env", cfg.task.seed_env, "an environment variable name, e.g. EVOLVE_SEED")
+    _require(cfg.task.budget_tolerance >= 0, "task.budget_tolerance", cfg.task.budget_tolerance,
+             "a fraction >= 0 of task.budget_s")
+    _require(cfg.task.budget_tolerance_s >= 0, "task.budget_tolerance_s", cfg.task.budget_tolerance_s, "seconds >= 0")
+    _require(cfg.task.uncounted_margin >= 0, "task.uncounted_margin", cfg.task.uncounted_margin,
+             "a fraction >= 0 of the baseline's uncounted time")
+    _require(cfg.task.uncounted_margin_s >= 0, "task.uncounted_margin_s", cfg.task.uncounted_margin_s, "seconds >= 0")
+    if cfg.task.brief is not None:
+        path = brief_path(cfg.task.brief, cfg.task.dir)
+        _require(path.is_file(), "task.brief", cfg.task.brief,
+                 f"a readable file (absolute, or relative to task.dir); {path} is not one")
     _require(cfg.selection.population_size >= 1, "selection.population_size",
              cfg.selection.population_size, "an integer >= 1")
     _require(cfg.selection.tournament_size >= 1, "selection.tournament_size",
@@ -259,6 +305,8 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.operators.perturb.max_changes >= 1, "operators.perturb.max_changes",
              cfg.operators.perturb.max_changes, "an integer >= 1")
     _require(cfg.operators.perturb.scale > 0, "operators.perturb.scale", cfg.operators.perturb.scale, "a number > 0")
+    _require(all(isinstance(p, str) and p for p in cfg.operators.perturb.exclude), "operators.perturb.exclude",
+             list(cfg.operators.perturb.exclude), "a list of fnmatch patterns of constant names, e.g. ['*SEED*', '*FLOPS*']")
     _require(cfg.llm.temperature >= 0, "llm.temperature", cfg.llm.temperature, "a number >= 0")
     _require(cfg.llm.timeout_s > 0, "llm.timeout_s", cfg.llm.timeout_s, "seconds > 0")
     _require(cfg.llm.num_retries >= 0, "llm.num_retries", cfg.llm.num_retries, "an integer >= 0")

@@ -16,18 +16,18 @@ import sys
 
 from island.environment import ALWAYS_KEEP, has_secret_value
 from operators import keys
-from operators.keys import SECRET_NAME_PARTS
+from operators.keys import looks_secret
 
 _FD_VARIABLE = "EVOLVE_KEYS_FD"
 
 
 def _withdrawn(name: str, value: str) -> bool:
-    """Secret-looking names (but litellm's settings and Ray's own are left in place) and values
-    that carry credentials."""
+    """Secret-looking names (operators.keys.looks_secret: TOKENIZERS_PARALLELISM is not one;
+    litellm's settings and Ray's own are left in place) and values that carry credentials."""
     upper = name.upper()
     if name in ALWAYS_KEEP or upper.startswith(("RAY_", "LITELLM_LOCAL_", "LITELLM_LOG")):
         return False
-    return any(part in upper for part in SECRET_NAME_PARTS) or has_secret_value(value)
+    return looks_secret(name) or has_secret_value(value)
 
 
 def withdraw_from_environment() -> None:

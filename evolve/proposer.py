@@ -79,9 +79,10 @@ class Proposer:
         self.all_weights = weights
         self.offline_weights = {n: w for n, w in weights.items() if not is_llm(n)} or {FALLBACK_OPERATOR: 1.0}
         self.llm_enabled = llm is not None and any(is_llm(n) for n in weights)
+        exclude = list(cfg.operators.perturb.exclude)
         self._offline = {name: make_operator(name, **({"max_changes": cfg.operators.perturb.max_changes,
-                                                        "scale": cfg.operators.perturb.scale}
-                                                       if name == "perturb" else {}))
+                                                        "scale": cfg.operators.perturb.scale, "exclude": exclude}
+                                                       if name == "perturb" else {"exclude": exclude}))
                          for name in OFFLINE_OPERATORS}
         self._llm: dict[tuple[int, str], object] = {}
         self._llm_cfg = cfg.llm

@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import budget
 from .clone import NodeClone
-from .environment import scrubbed_env
+from .environment import SEED_ENV, scrubbed_env
 from .fitness import FitnessResult, Status, kill_stale, run_fitness
 from .guards import clean_worktree, post_run_check, pre_run_check, reset_checkout
+from .summary import log_tail, read_log
 
 MAX_LOG_BYTES = 8 * 2**20   # of a remote island's log sent back to the driver (the tail is kept)
 PREPARE_TIMEOUT_S = 3600    # building (or downloading) a task's data on a node
@@ -39,6 +41,9 @@ class Job:
     source: str | None           # candidate train.py; None = run the parent unchanged (baseline)
     seed: int
     bundle: bytes | None = None  # git history a node-local clone lacks (set by the engine per island)
+    # Most wall seconds the run may spend outside its counted training (island/budget.py's
+    # uncounted_limit of the island's baseline runs); None: not checked (baselines, or no baseline yet).
+    max_uncounted_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,13 @@ class IslandSettings:
     run_name: str = "run"
     checkouts: str = "auto"                 # auto: worktree on the driver's node, clone elsewhere; clone
     prepare_task: bool = False              # run `python prepare.py` once in a node-local clone
+    seed_env: str = SEED_ENV                # the variable that carries a run's seed to train.py
+    # Budget enforcement (island/budget.py): a candidate that rebinds prepare.py's budget, or a run
+    # whose training_seconds exceed budget_s x (1 + budget_tolerance) + budget_tolerance_s, or whose
+    # uncounted time exceeds Job.max_uncounted_s, is over-budget. False turns all three off.
+    enforce_budget: bool = True
+    budget_tolerance: float = budget.DEFAULT_TOLERANCE
+    budget_tolerance_s: float = budget.DEFAULT_TOLERANCE_S
 
 
 @dataclass(frozen=True)
@@ -156,17 +168,24 @@ class Island:
         if job.source is not None:
             (self.task_dir / "train.py").write_text(job.source)
         reason = pre_run_check(self.task_dir, s.pinned_prepare_sha256)
+        rebinding = None if reason or not s.enforce_budget else budget.budget_rebinding(
+            (self.task_dir / "train.py").read_text(errors="replace"))
         if reason:
             log_path.write_text(f"rejected before running: {reason}\n")
             result = FitnessResult.rejected(reason, log_path)
+        elif rebinding:
+            log_path.write_text(f"over-budget, not run: {rebinding}\n")
+            result = FitnessResult.rejected(rebinding, log_path, status=Status.OVER_BUDGET)
         else:
             result = run_fitness(self.task_dir, budget_s=s.budget_s, grace_s=s.grace_s, log_path=log_path,
                                  seed=job.seed, extra_env=self.env, python=s.python,
                                  num_threads=s.num_threads, max_memory_mb=s.max_memory_mb, evaluator=s.evaluator,
-                                 pidfile=self.pid_dir / f"island-{self.index}.pid")
+                                 pidfile=self.pid_dir / f"island-{self.index}.pid", seed_env=s.seed_env)
             tampered = post_run_check(self.task_dir, s.pinned_prepare_sha256)
             if tampered:
                 result = replace(result, status=Status.REJECTED, val_bpb=None, reason=tampered)
+            elif result.ok and s.enforce_budget:
+                result = self._judge_budget(job, result)
         clean_worktree(self.checkout)
         log_text = None
         if self.clone is not None:
@@ -175,6 +194,20 @@ class Island:
                 log_text = f.read().decode(errors="replace")
         return Measurement(job=replace(job, bundle=None), result=result, started=started, finished=time.time(),
                            node=self.node, log_text=log_text)
+
+    def _judge_budget(self, job: Job, result: FitnessResult) -> FitnessResult:
+        """``result`` as over-budget when it trained longer than the budget allows or spent more
+        uncounted time than job.max_uncounted_s; unchanged otherwise."""
+        s = self.settings
+        reason = budget.over_budget(result.metrics, result.wall_s, s.budget_s, s.budget_tolerance,
+                                    s.budget_tolerance_s, job.max_uncounted_s)
+        if reason is None:
+            return result
+        if job.source is None:
+            reason += (" -- this is the unmodified train.py: set task.budget_s to the budget its prepare.py "
+                       "uses, or task.enforce_budget=false")
+        return replace(result, status=Status.OVER_BUDGET, val_bpb=None, reason=reason,
+                       log_tail=log_tail(read_log(result.log_path)))
 
     def ping(self) -> int:
         return self.index

@@ -28,7 +28,7 @@ from typing import Any
 
 from island import metric as _metric
 from island import supervise as _sv
-from island.environment import scrubbed_env
+from island.environment import SEED_ENV, scrubbed_env
 from island.summary import Status, _short, classify, log_tail, parse_summary, read_log
 
 __all__ = ["FitnessResult", "Status", "run_fitness", "kill_stale", "SUPERVISOR"]
@@ -60,9 +60,10 @@ class FitnessResult:
         return d
 
     @classmethod
-    def rejected(cls, reason: str, log_path: str | os.PathLike = "") -> "FitnessResult":
-        """The result of a candidate the guards refused to run."""
-        return cls(Status.REJECTED, None, {}, 0.0, reason, str(log_path), "", None)
+    def rejected(cls, reason: str, log_path: str | os.PathLike = "",
+                 status: Status = Status.REJECTED) -> "FitnessResult":
+        """The result of a candidate refused before it ran (by the guards, or over-budget)."""
+        return cls(status, None, {}, 0.0, reason, str(log_path), "", None)
 
 
 def _read_status_pipe(fd: int) -> tuple[int | None, dict[str, Any] | None]:
@@ -149,6 +150,7 @@ def run_fitness(
     script: str = "train.py",
     max_memory_mb: int | None = None,
     evaluator: str | None = "auto",
+    seed_env: str = SEED_ENV,
 ) -> FitnessResult:
     """Run ``python train.py`` in ``workdir`` and score it.
 
@@ -165,12 +167,14 @@ def run_fitness(
     captured and checked against the printed val_bpb (island/metric.py); "auto" means
     ``evaluate_bpb`` when prepare.py defines it, and None turns the check off. A mismatch, or a
     val_bpb printed without any evaluation, is status ``metric-mismatch``.
+
+    ``seed_env``: the variable that carries ``seed`` to train.py (task.seed_env).
     """
     workdir = Path(workdir)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     limit_s = float(budget_s) + float(grace_s)
-    env = scrubbed_env(os.environ, extra_env, budget_s=budget_s, seed=seed, num_threads=num_threads)
+    env = scrubbed_env(os.environ, extra_env, budget_s=budget_s, seed=seed, num_threads=num_threads, seed_env=seed_env)
     if evaluator == "auto":
         evaluator = _metric.evaluator_name(workdir)
     elif evaluator is not None:

@@ -12,7 +12,13 @@ The shim, stdlib only and a fraction of a millisecond:
   * writes ``loaded`` to it;
   * adds a finder to sys.meta_path that, when the top-level module ``prepare`` is imported and
     defines the evaluator, replaces it by a wrapper (``armed``) that writes ``val <float>`` for
-    every value it returns for split "val".
+    every value it returns for split "val". Which calls are "val": an evaluator with a ``split``
+    parameter (positional or keyword, with or without a default) is read through
+    ``inspect.signature(...).bind``; one without a ``split`` parameter, like the anchor's
+    ``evaluate_bpb(model, tokenizer, batch_size)``, has only one split and every call counts.
+    inspect.signature follows ``__wrapped__``, so an evaluator decorated with ``@torch.no_grad()``
+    or any ``functools.wraps`` wrapper is read by its own parameters, not the wrapper's
+    ``*args, **kwargs``.
 
 After the run the harness (``check``) compares the printed val_bpb with the LAST value the
 evaluator returned for "val", at the 6 decimals the summary prints: a mismatch, or a printed
@@ -65,23 +71,35 @@ def _evolve_metric_shim():
         except OSError:
             pass
 
+    def split_of(fn):
+        """A function (args, kwargs) -> the split a call evaluates, or None when every call is
+        the validation score (no `split` parameter). inspect.signature follows __wrapped__, so
+        decorated evaluators (torch.no_grad, functools.wraps) show their own parameters."""
+        import inspect
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return None
+        if "split" not in signature.parameters:
+            return None
+
+        def split(args, kwargs):
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:
+                return "val"
+            bound.apply_defaults()
+            return bound.arguments.get("split", "val")
+        return split
+
     def wrap(fn):
         import functools
-        try:
-            defaults = fn.__defaults__ or ()
-            code = fn.__code__
-            params = code.co_varnames[:code.co_argcount]
-            pos = params.index("split")
-            first_default = code.co_argcount - len(defaults)
-            default = defaults[pos - first_default] if pos >= first_default else None
-        except (AttributeError, ValueError):
-            pos, default = 2, "val"
+        split = split_of(fn)
 
         @functools.wraps(fn)
         def evaluator(*args, **kwargs):
             value = fn(*args, **kwargs)
-            split = kwargs["split"] if "split" in kwargs else (args[pos] if len(args) > pos else default)
-            if split == "val":
+            if split is None or split(args, kwargs) == "val":
                 try:
                     note("val " + repr(float(value)))
                 except (TypeError, ValueError):

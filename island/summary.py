@@ -23,6 +23,11 @@ class Status(str, enum.Enum):
     REJECTED = "rejected"  # produced by the guards, never by a run
     # The printed val_bpb is not what the task's evaluator returned (island/metric.py).
     METRIC_MISMATCH = "metric-mismatch"
+    # The run took more time than its budget allows, or rebinds the budget (island/budget.py).
+    # Recorded like every failed run: status crash in results.tsv (val_bpb 0.000000), with
+    # outcome over-budget in experiments.tsv and the journal; its printed val_bpb is kept in the
+    # metrics but scores nothing, since it was bought with extra time.
+    OVER_BUDGET = "over-budget"
 
     def __str__(self) -> str:  # "ok", not "Status.OK"
         return self.value

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 UPPER_CASE = re.compile(r"[A-Z][A-Z0-9_]*")
 _POWER_LITERAL = re.compile(r"(?P<base>\d+)(?P<operator>\s*\*\*\s*)\d+")
+_E_LITERAL = re.compile(r"[+-]?(?:\d[\d_]*\.?[\d_]*|\.\d[\d_]*)(?P<e>[eE])(?P<exponent>[+-]?\d+)")
 
 # Beyond this many bits an "arithmetic constant" is no longer a hyperparameter but a way to hang
 # the parser (think 9**9**9); such expressions are simply not treated as constants.
@@ -139,6 +140,30 @@ def format_for(constant: Constant, value: object) -> str:
             return f"{value:_}"   # the source groups digits (524_288); keep doing so
     if constant.type is str:
         return _string_literal(value, prefer_double_quotes=constant.text.startswith('"'))
+    if constant.type is float and isinstance(value, float):
+        written = _E_LITERAL.fullmatch(constant.text)
+        if written:
+            return _e_notation(value, int(written["exponent"]), written["e"])   # 989.5e12 -> 1.48e15
+    return format_value(value)
+
+
+def _e_notation(value: float, exponent: int, e: str = "e") -> str:
+    """`value` in e-notation that reads back exactly: with the written exponent while the mantissa
+    stays in [1, 1000) (3e-4 -> 4.12e-4, 989.5e12 -> 912.3e12), else the shortest scientific form
+    (989.5e12 -> 1.48e15)."""
+    if value == 0:
+        return f"0.0{e}0"
+    mantissa = value / 10.0 ** exponent
+    if 1 <= abs(mantissa) < 1000:
+        for digits in range(1, 18):
+            text = f"{mantissa:.{digits}g}"
+            if "e" not in text and float(f"{text}{e}{exponent}") == value:
+                return f"{text}{e}{exponent}"
+    for digits in range(0, 17):
+        mantissa_text, _, power = f"{value:.{digits}e}".partition("e")
+        text = f"{mantissa_text}{e}{int(power)}"
+        if float(text) == value:
+            return text
     return format_value(value)
 
 

@@ -4,14 +4,18 @@ The child is the first parent's train.py, byte for byte, with some of its consta
 second parent's values (uniform crossover over the constants whose values differ). Only
 constants cross over: if the second parent's code differs structurally (a new layer type, a
 different optimizer), that code is not carried over; LLM crossover is the operator for that.
-Constants that only one parent has stay as they are in the first.
+Constants that only one parent has stay as they are in the first, and so do constants whose
+names match `exclude` (the same list as perturb's: seeds, the budget, hardware facts).
 """
 from __future__ import annotations
 
+import fnmatch
 import random
+from typing import Sequence
 
 from operators.candidate import Candidate, NoCandidate, Parent, ProposalContext
 from operators.constants import Constant, find_constants, format_value, rewrite_constants
+from operators.perturb import DEFAULT_EXCLUDE
 
 
 class ConstantCrossover:
@@ -24,8 +28,11 @@ class ConstantCrossover:
     name = "crossover"
     arity = 2
 
+    def __init__(self, exclude: Sequence[str] = DEFAULT_EXCLUDE):
+        self.exclude = tuple(exclude)
+
     def __repr__(self) -> str:
-        return "ConstantCrossover()"
+        return f"ConstantCrossover(exclude={self.exclude})"
 
     def propose(self, parents: list[Parent], rng: random.Random,
                 context: ProposalContext | None = None) -> Candidate:
@@ -38,6 +45,7 @@ class ConstantCrossover:
             (constant, donor_constants[name].value)
             for name, constant in base_constants.items()
             if name in donor_constants and _can_take(constant, donor_constants[name])
+            and not any(fnmatch.fnmatchcase(name, pattern) for pattern in self.exclude)
         ]
         if not differing:
             raise NoCandidate(

@@ -8,6 +8,7 @@ list of what makes a variable's name secret: the withdrawal, the candidate's env
 from __future__ import annotations
 
 import os
+import re
 
 # Substrings of a variable NAME that mark it secret (compared upper-case).
 SECRET_NAME_PARTS: tuple[str, ...] = (
@@ -22,6 +23,18 @@ SECRET_NAME_PARTS: tuple[str, ...] = (
     "COOKIE",
     "LITELLM",
 )
+
+# Words that contain a secret part but name no secret (TOKENIZERS_PARALLELISM is not a token).
+BENIGN_WORDS: frozenset[str] = frozenset({"TOKENIZER", "TOKENIZERS", "TOKENIZATION"})
+_WORD = re.compile(r"[A-Z0-9]+")
+
+
+def looks_secret(name: str) -> bool:
+    """True when the name contains a secret part (KEY, TOKEN, SECRET, PASSWORD, ...), words such as
+    TOKENIZERS aside."""
+    words = [word for word in _WORD.findall(name.upper()) if word not in BENIGN_WORDS]
+    rest = "_".join(words)
+    return any(part in rest for part in SECRET_NAME_PARTS)
 
 _held: dict[str, str] = {}
 

@@ -103,9 +103,9 @@ _SECRET_PATTERNS = [
 
 def redact(text: str) -> str:
     """`text` with anything that looks like a key, and the value of any environment variable whose
-    name looks secret (operators.keys.SECRET_NAME_PARTS: *KEY*, *TOKEN*, *SECRET*, ...),
-    replaced by [redacted]."""
-    values = [v for name, v in os.environ.items() if any(word in name.upper() for word in keys.SECRET_NAME_PARTS)]
+    name looks secret (operators.keys.looks_secret: *KEY*, *TOKEN*, *SECRET*, ...), replaced by
+    [redacted]."""
+    values = [v for name, v in os.environ.items() if keys.looks_secret(name)]
     for value in values + keys.held_values():
         if len(value) >= 6 and value in text:
             text = text.replace(value, "[redacted]")

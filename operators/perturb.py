@@ -5,7 +5,8 @@ operator works on any task without a hand-written list of ranges:
 
 - Only positive ints and floats move (plus fraction-like floats at exactly 0 or 1, see below).
   Strings, bools, zero or negative numbers (often sentinels such as -1 = "no limit") stay as
-  they are, and so do names matching `exclude`.
+  they are, and so do names matching `exclude` (DEFAULT_EXCLUDE: seeds, the budget, evaluation
+  settings and hardware facts such as *FLOPS*; the config knob is operators.perturb.exclude).
 - An int that is a power of two moves to a neighbouring power of two (x2 or /2; 1 only goes to
   2). Any other int moves by 1 up to scale/2 of its value (25% at the default scale), in steps
   of the largest power of two dividing it (capped at a quarter of the value), so 384 moves by
@@ -17,7 +18,9 @@ operator works on any task without a hand-written list of ranges:
   in to about 0.02 (or 1 - 0.02).
 - Any other positive float is multiplied by exp(N(0, scale)).
 New floats are rounded to 3 significant digits (digits of 1 - x for fractions above 0.5, so
-0.999 can become 0.9986) to keep the diffs and descriptions readable.
+0.999 can become 0.9986) to keep the diffs and descriptions readable. New values keep the written
+form of the old (operators/constants.py's format_for): 2**19 becomes 2**18 or 2**20, 3e-4
+stays in e-notation, 524_288 keeps its digit groups.
 """
 from __future__ import annotations
 
@@ -29,9 +32,12 @@ from typing import Sequence
 from operators.candidate import Candidate, NoCandidate, Parent, ProposalContext
 from operators.constants import Constant, find_constants, format_value, rewrite_constants
 
-# A seed change only samples noise, and a time budget or evaluation knob in train.py would let
-# a candidate game the judge rather than train better.
-DEFAULT_EXCLUDE = ("*SEED*", "*TIME_BUDGET*", "*EVAL*")
+# Hyperparameters move; facts do not. A seed change only samples noise; a time budget or
+# evaluation knob in train.py would let a candidate game the judge rather than train better; and
+# facts about the hardware (the anchor's H100_BF16_PEAK_FLOPS, which only feeds the MFU printout,
+# a GPU's memory or bandwidth, the number of devices) are not a search dimension.
+DEFAULT_EXCLUDE = ("*SEED*", "*TIME_BUDGET*", "*EVAL*", "*FLOPS*", "*BANDWIDTH*", "*VRAM*", "*GPU_MEMORY*",
+                   "*NUM_GPUS*", "*WORLD_SIZE*")
 
 FRACTION_WORDS = frozenset({
     "FRAC", "FRACTION", "RATIO", "DROPOUT", "DROP", "BETA", "BETA1", "BETA2", "MOMENTUM",

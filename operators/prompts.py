@@ -11,6 +11,7 @@ The model is asked for one `DESCRIPTION:` line and SEARCH/REPLACE blocks against
 from __future__ import annotations
 
 import math
+import re
 from typing import Sequence
 
 from operators.candidate import Attempt, Parent, ProposalContext
@@ -52,7 +53,8 @@ Rules:
 - To delete lines leave the REPLACE part empty; to add lines, SEARCH for the line(s) next to
   them and repeat those lines in REPLACE with the new ones.
 - Edit train.py only. prepare.py (data, tokenizer, evaluator, time budget) is fixed: a reply
-  that edits any other file is refused as a whole.
+  that edits any other file is refused as a whole, and a train.py that rebinds the budget it
+  imports from prepare.py (e.g. TIME_BUDGET) is refused as over-budget without running.
 - For a large rewrite you may instead send the complete new train.py in a single ```python
   block (no placeholders such as "# ... rest unchanged").
 - Keep any explanation to a few sentences before the DESCRIPTION line."""
@@ -140,8 +142,33 @@ def parent_header(label: str, parent: Parent) -> str:
     return head
 
 
+# Signs that a brief scripts an interactive agent's whole session (karpathy/autoresearch's
+# program.md does: set-up steps, a git branch, "LOOP FOREVER", results.tsv, "NEVER STOP").
+AGENT_SCRIPT_SIGNS = (
+    re.compile(r"LOOP FOREVER|NEVER STOP", re.IGNORECASE),
+    re.compile(r"\bgit (?:commit|reset|checkout|branch|log|status)\b"),
+    re.compile(r"\bresults\.tsv\b"),
+    re.compile(r"^#+\s*(?:set ?up|setup)\b", re.IGNORECASE | re.MULTILINE),
+    re.compile(r"\b(?:uv run|python) train\.py\b.*(?:>|\|)"),
+)
+
+AGENT_SCRIPT_FRAMING = """The brief below was written for an interactive coding agent that runs the whole research loop
+itself. Here the engine does that part for you: set-up and data preparation, the loop of
+experiments, git branches, commits and resets, running train.py and reading its log, and logging
+every result (results.tsv included) are all handled, and nothing in your answer is run as a
+command. Skip those instructions. Take from the brief its goal, its rules for train.py and its
+advice, and propose exactly one change to train.py, as edits in the format asked for below."""
+
+
+def scripts_an_agent(text: str) -> bool:
+    """Whether a brief reads like a session script for an interactive agent (two or more signs)."""
+    return sum(bool(sign.search(text)) for sign in AGENT_SCRIPT_SIGNS) >= 2
+
+
 def brief(context: ProposalContext | None) -> str:
-    return (context.program.strip() if context is not None and context.program.strip() else DEFAULT_BRIEF)
+    """The brief's text, framed when it was written for an interactive agent."""
+    text = context.program.strip() if context is not None and context.program.strip() else DEFAULT_BRIEF
+    return f"{AGENT_SCRIPT_FRAMING}\n\n---\n\n{text}\n\n---" if scripts_an_agent(text) else text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +178,7 @@ def mutation_prompt(parent: Parent, context: ProposalContext | None = None, max_
                     log_lines: int = LOG_TAIL_LINES) -> str:
     history = context.history if context is not None else ()
     return f"""\
-# Research brief (program.md)
+# Research brief
 
 {brief(context)}
 
@@ -198,7 +225,7 @@ Their common ancestor is not known. This diff turns A's train.py into B's:
 
 {fenced(unified_diff(first.source, second.source, "A/train.py", "B/train.py"), "diff")}"""
     return f"""\
-# Research brief (program.md)
+# Research brief
 
 {brief(context)}
 
