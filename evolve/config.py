@@ -16,7 +16,8 @@ from omegaconf import MISSING
 
 from operators import llm as llm_defaults
 from operators import perturb as perturb_defaults
-from island.environment import task_env
+from island import budget as budget_defaults
+from island.environment import SEED_ENV, task_env
 from operators.perturb import DEFAULT_EXCLUDE
 from operators.registry import allowed_names
 
@@ -106,7 +107,7 @@ class TaskConfig:
     env: dict[str, str] = field(default_factory=dict)
     # The variable that carries each run's seed to train.py (baselines and confirmation runs
     # differ only by it). A train.py that reads none gets a warning at start (docs/task.md).
-    seed_env: str = "EVOLVE_SEED"
+    seed_env: str = SEED_ENV                                            # EVOLVE_SEED
     # The research brief the LLM operators read: a file (absolute, or relative to task.dir);
     # null = the task's program.md, else the project's. A brief written for an interactive agent
     # (set-up, git, results.tsv, "LOOP FOREVER") is framed as such in the prompt.
@@ -116,10 +117,10 @@ class TaskConfig:
     # budget_tolerance_s, or whose uncounted time (wall - training_seconds) exceeds its island's
     # baseline uncounted time x (1 + uncounted_margin) + uncounted_margin_s, is over-budget.
     enforce_budget: bool = True
-    budget_tolerance: float = 0.05
-    budget_tolerance_s: float = 5.0
-    uncounted_margin: float = 1.0
-    uncounted_margin_s: float = 30.0
+    budget_tolerance: float = budget_defaults.DEFAULT_TOLERANCE          # 0.05
+    budget_tolerance_s: float = budget_defaults.DEFAULT_TOLERANCE_S      # 5
+    uncounted_margin: float = budget_defaults.DEFAULT_MARGIN             # 1.0
+    uncounted_margin_s: float = budget_defaults.DEFAULT_MARGIN_S         # 30
 
 
 @dataclass

@@ -11,14 +11,17 @@ import git
 from omegaconf import OmegaConf
 
 from island.actor import run_prepare
+from island.environment import task_env as island_task_env
 from island.fitness import kill_stale
 from island.guards import reset_checkout
 
+from .brief import read_brief
 from .config import ConfigError
 from .journal import Journal
 from .lock import RunLock
 from .proposer import source_sha256
 from .recorder import Recorder
+from .seeds import seed_warning
 from .records import RunStart
 from .state import RunState
 from .view import say
@@ -72,8 +75,11 @@ def _open(cfg, run_dir: Path, islands: int, lock: RunLock) -> OpenedRun:
     task_dirs = ws.ensure_worktrees()
     for k in range(islands):
         reset_checkout(ws.worktree(k), base)
-    return OpenedRun(lock=lock, workspace=ws, state=state, recorder=recorder, brief=_brief(ws), base_sha256=base_sha256,
-                     task_dirs=task_dirs, task_env=task_env(cfg.task))
+    note = seed_warning(ws.lab.read(base, "train.py"), cfg.task.seed_env, ws.lab.read(base, "prepare.py"))
+    if note:
+        say(note)
+    return OpenedRun(lock=lock, workspace=ws, state=state, recorder=recorder, brief=_brief(ws, cfg.task),
+                     base_sha256=base_sha256, task_dirs=task_dirs, task_env=task_env(cfg.task))
 
 
 def _check_settings(ws: Workspace, now: dict, accept: bool) -> None:
@@ -104,14 +110,17 @@ def _save_config(cfg, run_dir: Path) -> None:
 
 
 def task_env(task_cfg) -> dict[str, str]:
-    env = {}
+    """Variables every task process gets: task.env, and the data cache (EVOLVE_CACHE_DIR)."""
+    env = island_task_env(task_cfg.env)
     if task_cfg.cache_dir:
         env["EVOLVE_CACHE_DIR"] = str(Path(task_cfg.cache_dir).expanduser().resolve())
     return env
 
 
-def _brief(ws: Workspace) -> str:
-    """The research brief: the task's own program.md, else the project's."""
+def _brief(ws: Workspace, task_cfg) -> str:
+    """The research brief: task.brief's file, else the task's own program.md, else the project's."""
+    if task_cfg.brief:
+        return read_brief(task_cfg.brief, task_cfg.dir)
     try:
         return ws.lab.read(ws.manifest.base_commit, "program.md")
     except git.GitCommandError:  # the task has none

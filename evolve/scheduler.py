@@ -12,6 +12,7 @@ from typing import Callable
 from island.actor import Job
 from operators.candidate import NoCandidate
 
+from .budget import max_uncounted_s
 from .config import OnMaxCost
 from .proposer import Proposal, Proposer, Request, is_llm
 from .records import OperatorFailure, Record
@@ -38,6 +39,9 @@ class Scheduler:
         self.prefetch_enabled = cfg.llm.prefetch
         self.max_cost_usd = cfg.llm.max_cost_usd
         self.on_max_cost = OnMaxCost(cfg.llm.on_max_cost)
+        self.enforce_budget = cfg.task.enforce_budget
+        self.uncounted_margin = cfg.task.uncounted_margin
+        self.uncounted_margin_s = cfg.task.uncounted_margin_s
         plan = baseline_plan(self.n, cfg.selection.baseline_runs, cfg.selection.noise_k, cfg.seed)
         done = state.baseline_seeds_done()
         self.baseline_total = len(plan)
@@ -112,7 +116,10 @@ class Scheduler:
             return None
         self.seen.add(proposal.source_sha256)
         parent = proposal.candidate.parents[0]
-        return Trial(Job(self.job_id(k), k, parent, proposal.candidate.source, self.seed + k), proposal)
+        limit = (max_uncounted_s(self.state.experiments, k, self.uncounted_margin, self.uncounted_margin_s)
+                 if self.enforce_budget else None)
+        return Trial(Job(self.job_id(k), k, parent, proposal.candidate.source, self.seed + k, max_uncounted_s=limit),
+                     proposal)
 
     def _plan_next(self, k: int) -> None:
         """Draws island k's next operator; an LLM proposal starts now, in the background, from the

@@ -27,7 +27,7 @@ def seed_warning(train_source: str, seed_env: str = SEED_ENV, prepare_source: st
     """The one-time start-up message when neither train.py nor prepare.py reads ``seed_env``; else None."""
     if reads_seed(train_source, seed_env) or (prepare_source and reads_seed(prepare_source, seed_env)):
         return None
-    return (f"[evolve] note: train.py never reads {seed_env} (task.seed_env), so every run of the same "
+    return (f"note: train.py never reads {seed_env} (task.seed_env), so every run of the same "
             f"train.py starts from the same seed. The noise floor sigma then measures only run-to-run "
             f"jitter (how many steps fit in the time budget, nondeterministic kernels), not seed noise, "
             f"and a confirmation run repeats the same seed: it checks that a gain reproduces, not that it "

@@ -124,6 +124,7 @@ def test_two_islands_on_the_anchors_own_code(checkout, tmp_path, monkeypatch):
          f"run.dir={run_dir}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("train.py never reads EVOLVE_SEED") == 1      # said once, at start
 
     rows = [json.loads(line) for line in (run_dir / "journal.jsonl").read_text().splitlines()]
     experiments = [r for r in rows if r["kind"] == "experiment"]

@@ -145,3 +145,27 @@ def test_island_epochs_in_both_orders(tmp_path: Path):
     members = {m.commit for isl in state.islands for m in isl.population.members}
     assert all(e.status == "discard" and e.commit not in members for e in not_admitted)
     assert all(f.cost.get("prompt_tokens", 0) > 0 for f in replanned)    # what the dropped proposal cost
+
+
+def test_a_candidate_that_trains_outside_the_counted_time_is_over_budget(tmp_path: Path):
+    """The uncounted-time limit comes from the island's own baselines: a candidate that spends
+    seconds before its counted training starts (uncounted work) is over-budget, not a keep."""
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "uncounted"
+    with ScriptedLLM() as server:
+        server.script(Reply(whole_file("warm up before the clock starts", "0.01", extra="\nimport time as _t\n_t.sleep(4)")),
+                      Reply(whole_file("learning rate 0.012", "0.012")))
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
+             "run.max_experiments=4", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "llm.model=openai/test-model", "llm.num_retries=0", "task.uncounted_margin=0.5",
+             "task.uncounted_margin_s=1", "llm.prefetch=false", *ONLY_LLM_MUTATION],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_state(run_dir, 1)
+    warmed = next(e for e in state.experiments if e.description.startswith("warm up"))
+    assert warmed.outcome == "over-budget" and warmed.status == "crash", (warmed.outcome, warmed.reason)
+    assert "not counted as training" in warmed.reason and "baseline allows" in warmed.reason
+    honest = next(e for e in state.experiments if e.description == "learning rate 0.012")
+    assert honest.outcome == "ok"
