@@ -10,6 +10,10 @@ and scores its constants) with the offline operators. Faults, drawn at random:
     kill-actor     SIGKILL of a busy island actor (Ray worker)
     kill-driver    SIGKILL of the driver and everything in its session, then a resume
     interrupt      SIGINT (Ctrl-C) of the driver, then a resume
+    second-start   the same command started again while the run is going: it must exit 1 at once,
+                   naming the holder, and change nothing
+    changed-resume Ctrl-C, then a resume with a changed pinned setting (task.budget_s doubled): it
+                   must exit 2 and run nothing; then the plain resume
 At the end the driver is stopped with SIGINT and the run directory is audited: every experiment
 the driver reported as finished is in the journal exactly once ("records lost" = those missing),
 seqs are contiguous, the TSVs and git refs agree with the journal, branches sit at the
@@ -40,12 +44,23 @@ from evolve.journal import Journal  # noqa: E402
 from evolve.state import RunState  # noqa: E402
 
 FINISHED = re.compile(r"^\[(\d+)/\d+\] island (\d+) (keep|discard|crash)\s")
-FAULTS = ("kill-train", "kill-actor", "kill-driver", "interrupt")
+FAULTS = ("kill-train", "kill-actor", "kill-driver", "interrupt", "second-start", "changed-resume")
 
 
-def pids(pattern: str) -> list[int]:
+def pids(pattern: str, cwd: Path | None = None) -> list[int]:
+    """Processes whose command line matches; with `cwd`, only those working there (Ray workers
+    work in their driver's directory), so a soak never kills another checkout's islands."""
     out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    found = [int(p) for p in out.split()]
+    if cwd is None:
+        return found
+
+    def works_in(pid: int) -> bool:
+        try:
+            return os.readlink(f"/proc/{pid}/cwd") == str(cwd)
+        except OSError:
+            return False
+    return [pid for pid in found if works_in(pid)]
 
 
 def train_pids(run_dir: Path) -> list[int]:
@@ -90,7 +105,8 @@ def audit(run_dir: Path, islands: int, reported: dict[int, int]) -> dict[str, in
     name = run_dir.name
     refs = {int(r.path.rsplit("/", 1)[1]): r.commit.hexsha for r in repo.refs
             if r.path.startswith(f"refs/evolve/{name}/exp/")}
-    tsv_rows = len((run_dir / "experiments.tsv").read_text().splitlines()) - 1
+    tsv_seqs = [line.split("\t", 1)[0] for line in (run_dir / "experiments.tsv").read_text().splitlines()[1:]]
+    tsv_rows = len(tsv_seqs)
     branch_errors = sum(1 for isl in state.islands if isl.champion() and
                         repo.commit(f"evolve/{name}/island-{isl.index}").hexsha != isl.champion().commit)
     children = [e.commit for e in exps if not e.is_baseline]
@@ -99,6 +115,7 @@ def audit(run_dir: Path, islands: int, reported: dict[int, int]) -> dict[str, in
         "records lost": lost,
         "seq gaps": sum(1 for i, e in enumerate(exps) if e.seq != i),
         "duplicate commits": len(children) - len(set(children)),
+        "duplicate rows": len(tsv_seqs) - len(set(tsv_seqs)),
         "tsv rows != journal": abs(tsv_rows - len(exps)),
         "refs != journal": sum(1 for e in exps if refs.get(e.seq) != e.commit) + len(set(refs) - set(by_seq)),
         "branches off champion": branch_errors,
@@ -139,7 +156,7 @@ def main() -> int:
         if fault == "kill-train":
             victims = train_pids(run_dir)
         elif fault == "kill-actor":
-            victims = pids("ray::Island.evaluate")
+            victims = pids("ray::Island.evaluate", cwd=ROOT)
         else:
             victims = [driver.proc.pid]
         if not victims:
@@ -149,8 +166,33 @@ def main() -> int:
             os.kill(rng.choice(victims), signal.SIGKILL)
             survived[fault] += 1  # counted as survived if the driver is still running at the next fault
             continue
+        if fault == "second-start":
+            journal = (run_dir / "journal.jsonl").read_bytes()
+            second = subprocess.run([sys.executable, "-m", "evolve", *args], cwd=ROOT, capture_output=True,
+                                    text=True, timeout=60)
+            if second.returncode != 1 or "is in use by" not in second.stderr:
+                print(f"a second start ended with code {second.returncode}: {second.stderr[-500:]}", flush=True)
+                return 1
+            if not (run_dir / "journal.jsonl").read_bytes().startswith(journal) or not driver.alive():
+                print("a second start changed the run or stopped it", flush=True)
+                return 1
+            survived[fault] += 1
+            continue
         if fault == "kill-driver":
             driver.kill_session()
+        elif fault == "changed-resume":
+            driver.interrupt()
+            journal = (run_dir / "journal.jsonl").read_bytes()
+            changed = [f"task.budget_s={2 * a.budget}" if x.startswith("task.budget_s=") else x for x in args]
+            resumed = subprocess.run([sys.executable, "-m", "evolve", *changed], cwd=ROOT, capture_output=True,
+                                     text=True, timeout=120)
+            if resumed.returncode != 2 or "task.budget_s: the run has" not in resumed.stderr:
+                print(f"a changed-setting resume ended with code {resumed.returncode}: {resumed.stderr[-500:]}",
+                      flush=True)
+                return 1
+            if (run_dir / "journal.jsonl").read_bytes() != journal:
+                print("a refused resume changed the journal", flush=True)
+                return 1
         else:
             code = driver.interrupt()
             if code not in (0, 130):  # 130: interrupted during start-up, before any experiment
