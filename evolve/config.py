@@ -136,6 +136,9 @@ class SelectionConfig:
     # Baseline runs in generation 0 (different seeds); their spread is sigma. 0 = one per island,
     # at least 2 when noise_k > 0.
     baseline_runs: int = 0
+    # Successful baselines needed before anything is judged: a failed baseline is re-run with a new
+    # seed (up to twice the planned number of runs), and the run stops if fewer succeed.
+    min_baselines: int = 2
     # A would-be keep whose gain over its parent is at most confirm_sigmas * sigma is re-run with
     # another seed before it is kept (so before it can become a champion or a migrant); the mean
     # of its runs decides. 0 = never.
@@ -282,6 +285,8 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.selection.tournament_size >= 1, "selection.tournament_size",
              cfg.selection.tournament_size, "an integer >= 1")
     _require(cfg.selection.noise_k >= 0, "selection.noise_k", cfg.selection.noise_k, "a number >= 0")
+    _require(cfg.selection.min_baselines >= 1, "selection.min_baselines", cfg.selection.min_baselines,
+             "an integer >= 1")
     _require(cfg.selection.baseline_runs >= 0, "selection.baseline_runs",
              cfg.selection.baseline_runs, "an integer >= 0 (0 = one per island)")
     _require(cfg.selection.confirm_sigmas >= 0, "selection.confirm_sigmas", cfg.selection.confirm_sigmas,

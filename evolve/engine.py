@@ -119,12 +119,16 @@ class Engine:
             return
         if not m.result.ok:
             disk.ensure_free(self.run_dir, self.cfg.run.min_free_mb)  # a failure on a full disk is not the candidate's
-        sigma, epoch = recorder.state.sigma or 0.0, recorder.state.islands[trial.island].epoch
-        if trial.confirm(m, sigma, self.rules, scheduler.job_id, epoch):
+        state = recorder.state
+        sigma, epoch = state.sigma or 0.0, state.islands[trial.island].epoch
+        parent_runs = state.runs_of(trial.proposal.parent) if trial.proposal else []
+        trial.file(m)
+        if trial.next_run(sigma, self.rules, scheduler.job_id, epoch, parent_runs, scheduler.fresh_seed):
             fleet.submit(trial)
-            view.started(trial.island, f"re-run (seed {trial.job.seed}): {trial.label}")
+            whose = "parent, paired" if trial.job.source is None else "re-run"
+            view.started(trial.island, f"{whose} (seed {trial.job.seed}): {trial.label}")
             return
-        exp = recorder.record(trial, m, trial.verdict(m, sigma, self.rules, epoch))
+        exp = recorder.record(trial, trial.verdict(sigma, self.rules, epoch, parent_runs))
         for event in epochs.after(recorder.state, trial.island, frozenset(scheduler.retired)):
             self._record_event(event, recorder)
         recorder.sync_branches()
@@ -134,8 +138,11 @@ class Engine:
         if event is None:
             return
         recorder.append(event)
-        if isinstance(event, NoiseFloor) and not event.baselines:
-            first = next(e for e in recorder.state.experiments if e.is_baseline)
-            say(f"the unmodified train.py failed on every island ({first.outcome}: {first.reason}); "
-                f"see {self.run_dir / first.log}. Fix the task and start a new run.dir.")
+        if isinstance(event, NoiseFloor) and len(event.baselines) < self.cfg.selection.min_baselines:
+            failed = next(e for e in recorder.state.experiments if e.is_baseline and e.val_bpb is None)
+            what = ("failed on every island" if not event.baselines else
+                    f"succeeded {len(event.baselines)} times, fewer than selection.min_baselines="
+                    f"{self.cfg.selection.min_baselines}")
+            say(f"the unmodified train.py {what} ({failed.outcome}: {failed.reason}); "
+                f"see {self.run_dir / failed.log}. Fix the task and start a new run.dir.")
             self.stop.request(StopReason.BASELINES_FAILED)

@@ -5,17 +5,12 @@ Randomness comes from the `rng` passed in; nothing here writes or prints.
 from __future__ import annotations
 
 import random
-from statistics import stdev
 from typing import Iterator
 
 from .config import Topology
-from .records import Migration, NoiseFloor, Record, Reset
+from .noise import pooled
+from .records import Migration, NoiseFloor, NoiseUpdate, Record, Reset
 from .state import RunState
-
-
-def noise_floor(values: list[float]) -> float:
-    """Run-to-run spread of the unmodified baseline (sample standard deviation; 0 with < 2 runs)."""
-    return stdev(values) if len(values) >= 2 else 0.0
 
 
 def migration_targets(source: int, n_islands: int, topology: Topology, rng: random.Random,
@@ -70,6 +65,11 @@ def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Rand
     return Reset(round=state.reset_rounds + 1, resets=tuple(resets), after_seq=state.next_seq - 1)
 
 
+def baseline_cap(baseline_total: int) -> int:
+    """Generation 0 gives up after this many baseline runs (failed ones are re-run until then)."""
+    return 2 * baseline_total
+
+
 class Epochs:
     """The events a record can make due, in the order they happen."""
 
@@ -78,21 +78,35 @@ class Epochs:
         self.reset = cfg.reset
         self.rng = rng
         self.baseline_total = baseline_total
+        self.baseline_cap = baseline_cap(baseline_total)
 
     def noise_floor(self, state: RunState) -> NoiseFloor | None:
-        """Due once every baseline of generation 0 is recorded (an empty one: every baseline failed)."""
+        """Due once generation 0 has as many successful baselines as planned (failed ones are
+        re-run), or has used up its attempts (then with what succeeded: the engine stops when
+        that is fewer than selection.min_baselines)."""
         if state.sigma is not None:
             return None
         baselines = [e for e in state.experiments if e.is_baseline]
-        if len(baselines) < self.baseline_total:
-            return None
         values = [e.val_bpb for e in baselines if e.val_bpb is not None]
-        return NoiseFloor(sigma=noise_floor(values), baselines=tuple(values))
+        if len(values) < self.baseline_total and len(baselines) < self.baseline_cap:
+            return None
+        estimate = pooled([values])
+        return NoiseFloor(sigma=estimate.sigma, baselines=tuple(values), dof=estimate.dof)
+
+    @staticmethod
+    def noise_update(state: RunState) -> NoiseUpdate | None:
+        """Due when repeated measurements of identical code added degrees of freedom to sigma."""
+        if state.sigma is None:
+            return None
+        estimate = pooled(state.measurements.values())
+        if estimate.dof <= state.sigma_dof:
+            return None
+        return NoiseUpdate(sigma=estimate.sigma, dof=estimate.dof, after_seq=state.next_seq - 1)
 
     def after(self, state: RunState, island: int, retired: frozenset[int]) -> Iterator[Record]:
         """The events due after island's experiment was recorded. Each is planned from the state
         the previous one left, so the caller applies each event before asking for the next."""
-        for plan in (lambda: self.noise_floor(state),
+        for plan in (lambda: self.noise_floor(state), lambda: self.noise_update(state),
                      lambda: plan_migration(state, island, self.migration.interval, self.migration.size,
                                             self.migration.topology, self.rng, retired),
                      lambda: plan_reset(state, self.reset.interval, self.reset.fraction, self.rng, retired)):

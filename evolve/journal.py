@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from .records import (CRASH, Experiment, Migration, NoiseFloor, OperatorFailure, Record, Reset, RunStart, from_json,
-                      to_json)
+from .records import (CRASH, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record, Reset, RunStart,
+                      from_json, to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
@@ -49,17 +49,22 @@ def _reruns(exp: Experiment) -> str:
     """Confirmation runs as `seed=val_bpb` (or `seed=outcome`), after the first run's value."""
     if not exp.reruns:
         return ""
-    runs = [f"{exp.seed}={exp.first_bpb:.6f}"] + [
-        f"{seed}={value:.6f}" if outcome == "ok" and value is not None else f"{seed}={outcome}"
-        for seed, value, outcome, _ in exp.reruns]
-    return " ".join(runs)
+    def show(seed, value, outcome) -> str:
+        return f"{seed}={value:.6f}" if outcome == "ok" and value is not None else f"{seed}={outcome}"
+
+    runs = [f"{exp.seed}={exp.first_bpb:.6f}"] + [show(s, v, o) for s, v, o, _ in exp.reruns]
+    parent = [show(s, v, o) for s, v, o, _ in exp.parent_reruns]
+    return " ".join(runs) + (f"; parent {' '.join(parent)}" if parent else "")
 
 
 def events_row(record: Record) -> str:
     if isinstance(record, NoiseFloor):
-        detail = f"sigma={record.sigma:.6f} from {len(record.baselines)} baselines " + \
+        detail = f"sigma={record.sigma:.6f} dof={record.dof} from {len(record.baselines)} baselines " + \
                  " ".join(f"{b:.6f}" for b in record.baselines)
         after = -1
+    elif isinstance(record, NoiseUpdate):
+        detail = f"sigma={record.sigma:.6f} dof={record.dof} (pooled over every repeated measurement)"
+        after = record.after_seq
     elif isinstance(record, Migration):
         detail = (f"island {record.source} round {record.round} -> {list(record.targets)}: "
                   + ", ".join(f"{c[:7]} ({v:.6f})" for c, v in record.migrants))

@@ -39,6 +39,7 @@ class Proposal:
     candidate: Candidate
     parent_bpb: float     # the best parent's val_bpb when the proposal was made
     epoch: int = 0        # the island's epoch when its parents were drawn (RunState IslandState.epoch)
+    parent: str = ""      # the best parent's commit: what the candidate is judged against
 
     @property
     def source_sha256(self) -> str:
@@ -62,7 +63,8 @@ class Request:
 
     def run(self) -> Proposal:
         candidate = self.operator.propose(self.parents, random.Random(self.seed), context=self.context)
-        return Proposal(candidate=candidate, parent_bpb=min(p.val_bpb for p in self.parents), epoch=self.epoch)
+        best = min(self.parents, key=lambda p: p.val_bpb)
+        return Proposal(candidate=candidate, parent_bpb=best.val_bpb, epoch=self.epoch, parent=best.commit)
 
 
 class Proposer:

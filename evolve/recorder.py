@@ -60,17 +60,18 @@ class Recorder:
         """The commit each island's checkout is left at when the run stops."""
         return {k: self.branch_heads.get(k) or self.base_commit for k in range(self.state.n_islands)}
 
-    def record(self, trial: Trial, last: Measurement, verdict: Verdict) -> Experiment:
+    def record(self, trial: Trial, verdict: Verdict) -> Experiment:
         try:
-            return self._record(trial, last, verdict)
+            return self._record(trial, verdict)
         except (OSError, git.GitCommandError) as e:
             if disk.is_disk_full(e):
                 disk.ensure_free(self.run_dir, self.min_free_mb, f"recording experiment {self.state.next_seq} failed")
             raise
 
-    def _record(self, trial: Trial, last: Measurement, verdict: Verdict) -> Experiment:
-        runs = trial.earlier + [last]
+    def _record(self, trial: Trial, verdict: Verdict) -> Experiment:
+        runs = trial.runs
         first = runs[0]
+        last = max(runs + trial.parent_runs, key=lambda r: r.finished)
         job, proposal, result = first.job, trial.proposal, first.result
         seq = self.state.next_seq
         if proposal is None:
@@ -86,13 +87,16 @@ class Recorder:
         exp = Experiment(
             seq=seq, island=job.island, island_seq=self.state.islands[job.island].experiments, commit=commit,
             parents=parents, operator=operator, description=description, outcome=result.status.value,
-            status=verdict.status, val_bpb=verdict.val_bpb, parent_bpb=proposal.parent_bpb if proposal else None,
-            seed=job.seed, wall_s=sum(r.result.wall_s for r in runs), reason=verdict.reason,
+            status=verdict.status, val_bpb=verdict.val_bpb, parent_bpb=verdict.parent_bpb,
+            seed=job.seed, wall_s=sum(r.result.wall_s for r in runs + trial.parent_runs), reason=verdict.reason,
             log=self._relative_log(result), started=first.started, finished=last.finished,
             metrics=dict(result.metrics), cost=cost, source_sha256=sha,
             reruns=tuple((r.job.seed, r.result.val_bpb, r.result.status.value, self._relative_log(r.result))
                          for r in runs[1:]),
-            rerun_reason=trial.rerun_reason, first_bpb=result.val_bpb if len(runs) > 1 else None)
+            rerun_reason=trial.rerun_reason, first_bpb=result.val_bpb if len(runs) > 1 else None,
+            parent_reruns=tuple((r.job.seed, r.result.val_bpb, r.result.status.value, self._relative_log(r.result))
+                                for r in trial.parent_runs),
+            parent=proposal.parent if proposal else "", outlier=verdict.outlier, parent_n=verdict.parent_n)
         self.append(exp)
         self.lab.keep_reachable(seq, commit)
         return exp

@@ -41,6 +41,14 @@ class Experiment:
     reruns: tuple[tuple[int, float | None, str, str], ...] = ()
     rerun_reason: str = ""
     first_bpb: float | None = None
+    # The parent measured again next to a confirmation run, with the same seed (paired), as
+    # (seed, val_bpb, outcome, log); parent is the commit the child was judged against.
+    parent_reruns: tuple[tuple[int, float | None, str, str], ...] = ()
+    parent: str = ""
+    # Its runs disagree beyond selection.implausible_sigmas: they stay in the record but are kept
+    # out of the noise model (a fault, not run-to-run noise).
+    outlier: bool = False
+    parent_n: int = 0             # how many runs of the parent parent_bpb is the mean of
     kind: str = "experiment"
 
     @property
@@ -57,12 +65,30 @@ class Experiment:
         return [self.first_bpb] + [v for _, v, outcome, _ in self.reruns
                                                                 if outcome == "ok" and v is not None]
 
+    @property
+    def parent_runs(self) -> list[float]:
+        """The successful paired re-runs of the parent."""
+        return [v for _, v, outcome, _ in self.parent_reruns if outcome == "ok" and v is not None]
+
 
 @dataclass(frozen=True)
 class NoiseFloor:
+    """Generation 0 is complete: sigma from the baselines (empty: every baseline failed)."""
+
     sigma: float
     baselines: tuple[float, ...]
+    dof: int = 0
     kind: str = "sigma"
+
+
+@dataclass(frozen=True)
+class NoiseUpdate:
+    """The pooled noise estimate after more repeated measurements of identical code."""
+
+    sigma: float
+    dof: int
+    after_seq: int
+    kind: str = "noise"
 
 
 @dataclass(frozen=True)
@@ -104,10 +130,10 @@ class RunStart:
     kind: str = "start"
 
 
-Record = Union[Experiment, NoiseFloor, Migration, Reset, OperatorFailure, RunStart]
-_KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "migration": Migration, "reset": Reset,
-          "operator_failure": OperatorFailure, "start": RunStart}
-_TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns"}
+Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, OperatorFailure, RunStart]
+_KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "noise": NoiseUpdate, "migration": Migration,
+          "reset": Reset, "operator_failure": OperatorFailure, "start": RunStart}
+_TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns"}
 
 
 def to_json(record: Record) -> str:

@@ -16,10 +16,11 @@ from .budget import max_uncounted_s
 from .config import OnMaxCost
 from .proposer import Proposal, Proposer, Request, is_llm
 from .records import OperatorFailure, Record
+from .epochs import baseline_cap
 from .selection import BaselineRun, baseline_plan
 from .state import RunState
 from .stop import Stop, StopReason
-from .trial import Trial
+from .trial import RERUN_SEED_STRIDE, Trial
 from .view import say
 
 
@@ -42,13 +43,19 @@ class Scheduler:
         self.enforce_budget = cfg.task.enforce_budget
         self.uncounted_margin = cfg.task.uncounted_margin
         self.uncounted_margin_s = cfg.task.uncounted_margin_s
-        plan = baseline_plan(self.n, cfg.selection.baseline_runs, cfg.selection.noise_k, cfg.seed)
+        plan = baseline_plan(self.n, cfg.selection.baseline_runs, cfg.selection.noise_k, cfg.seed,
+                             cfg.selection.min_baselines)
         done = state.baseline_seeds_done()
         self.baseline_total = len(plan)
         self.baselines_left: dict[int, list[BaselineRun]] = {k: [] for k in range(self.n)}
         for b in plan:
             if b.seed not in done:
                 self.baselines_left[b.island].append(b)
+        self.baselines_started: set[int] = set()      # seeds of baseline runs started by this process
+        # Paired re-runs take fresh seeds, run-wide and across resumes: multiples of the stride above
+        # every re-run seed in the journal.
+        used = [seed for e in state.experiments for seed, *_ in (*e.reruns, *e.parent_reruns)]
+        self._paired_seeds = max(used, default=0) // RERUN_SEED_STRIDE
         self.seen = {e.source_sha256 for e in state.experiments} | {base_sha256}   # train.py files measured
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
         self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
@@ -72,6 +79,7 @@ class Scheduler:
     # ---- what runs next -------------------------------------------------------------------------
     def next_trials(self, busy: set[int], in_flight: int) -> list[Trial]:
         """The trials to start now on idle islands, in island order, within run.max_experiments."""
+        self._rerun_failed_baselines()
         trials: list[Trial] = []
         for k in range(self.n):
             if not self.can_start(in_flight + len(trials)):
@@ -86,13 +94,38 @@ class Scheduler:
                 self._plan_next(k)
         return trials
 
+    def fresh_seed(self) -> int:
+        """A seed no run of this run has used yet, for a paired re-run of a candidate and its parent."""
+        self._paired_seeds += 1
+        return self._paired_seeds * RERUN_SEED_STRIDE + self.seed
+
     def job_id(self, island: int) -> str:
         self._job_counter += 1
         return f"island-{island}/{time.strftime('%Y%m%d-%H%M%S')}-{self._job_counter:04d}"
 
+    def _rerun_failed_baselines(self) -> None:
+        """Generation 0 needs its planned number of successful baselines: a failed one is run again
+        with a new seed (on the next live island), up to baseline_cap runs in all."""
+        if self.state.sigma is not None:
+            return
+        baselines = [e for e in self.state.experiments if e.is_baseline]
+        recorded = {e.seed for e in baselines}
+        in_flight = len(self.baselines_started - recorded)
+        owed = sum(len(runs) for runs in self.baselines_left.values())
+        ok = sum(e.val_bpb is not None for e in baselines)
+        missing = self.baseline_total - ok - owed - in_flight
+        room = baseline_cap(self.baseline_total) - len(baselines) - owed - in_flight
+        alive = [k for k in range(self.n) if k not in self.retired]
+        used = recorded | self.baselines_started | {b.seed for runs in self.baselines_left.values() for b in runs}
+        for i in range(min(missing, room) if alive else 0):
+            seed = max(used) + 1
+            used.add(seed)
+            self.baselines_left[alive[i % len(alive)]].append(BaselineRun(island=alive[i % len(alive)], seed=seed))
+
     def _next_trial(self, k: int) -> Trial | None:
         if self.baselines_left[k]:
             b = self.baselines_left[k].pop(0)
+            self.baselines_started.add(b.seed)
             return Trial(Job(self.job_id(k), k, self.base_commit, None, b.seed), None)
         if self.state.sigma is None:
             return None  # generation 0 is not complete yet

@@ -4,7 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from statistics import fmean
 
+from .noise import SIGMA_RESOLUTION, z_gain
 from .records import CRASH, DISCARD, KEEP
+
+
+NOT_REPRODUCIBLE = "not reproducible"
 
 
 @dataclass(frozen=True)
@@ -13,50 +17,59 @@ class BaselineRun:
     seed: int
 
 
-def baseline_plan(n_islands: int, baseline_runs: int, noise_k: float, seed: int) -> list[BaselineRun]:
+def baseline_plan(n_islands: int, baseline_runs: int, noise_k: float, seed: int,
+                  min_baselines: int = 1) -> list[BaselineRun]:
     """Generation 0: the unmodified train.py on every island, each with its own seed."""
     runs = baseline_runs or (max(n_islands, 2) if noise_k > 0 else n_islands)
-    runs = max(runs, n_islands)
+    runs = max(runs, n_islands, min_baselines)
     return [BaselineRun(island=i % n_islands, seed=seed + i) for i in range(runs)]
 
 
-def decide(outcome: str, val_bpb: float | None, parent_bpb: float | None, sigma: float, noise_k: float) -> str:
-    """keep / discard / crash for a finished experiment (lower val_bpb is better)."""
-    if outcome != "ok" or val_bpb is None:
+def decide(outcome: str, child: list[float], parent: list[float] | None, sigma: float, noise_k: float) -> str:
+    """keep / discard / crash for a finished experiment (lower val_bpb is better): a child is kept
+    when its mean is more than noise_k standard errors of the difference below its parent's mean
+    over all the parent's runs (noise_k = 0: any strict gain, the anchor's rule)."""
+    if outcome != "ok" or not child:
         return CRASH
-    if parent_bpb is None:  # a baseline
+    if parent is None:  # a baseline
         return KEEP
-    return KEEP if val_bpb < parent_bpb - noise_k * sigma else DISCARD
+    return KEEP if z_gain(child, parent, sigma) > noise_k else DISCARD
 
 
-def rerun_reason(values: list[float], parent_bpb: float | None, sigma: float, noise_k: float,
+def rerun_reason(child: list[float], parent: list[float] | None, sigma: float, noise_k: float,
                  confirm_sigmas: float, implausible_sigmas: float, max_runs: int) -> str:
-    """Why a candidate that would be kept on `values` (its runs so far) must run again with another
-    seed before it is, or "" when the values decide. Only would-be keeps are ever re-run: a gain
-    within confirm_sigmas of the noise floor may be seed luck, one beyond implausible_sigmas may be
-    a fluke or a bug, and either would otherwise become a champion or a migrant on one draw."""
-    if parent_bpb is None or sigma <= 0 or not values or len(values) >= max_runs:
+    """Why a candidate that would be kept on its runs so far must run again, next to its parent on
+    the same fresh seed, before it is; "" when the runs decide. Only would-be keeps are ever re-run:
+    a gain within confirm_sigmas standard errors may be seed luck, one beyond implausible_sigmas
+    sigma may be a fluke or a bug, and either would otherwise become a champion or a migrant on one draw."""
+    if parent is None or not child or len(child) >= max_runs:
         return ""
-    gain = (parent_bpb - fmean(values)) / sigma
-    if gain <= noise_k:
+    z = z_gain(child, parent, sigma)
+    if z <= noise_k:
         return ""
+    gain = (fmean(parent) - fmean(child)) / max(sigma, SIGMA_RESOLUTION)
     if implausible_sigmas and gain > implausible_sigmas:
         return f"gain of {gain:.1f} sigma is implausibly large (selection.implausible_sigmas={implausible_sigmas:g})"
-    if confirm_sigmas and gain <= confirm_sigmas:
-        return f"gain of {gain:.1f} sigma is within selection.confirm_sigmas={confirm_sigmas:g}"
+    if confirm_sigmas and z <= confirm_sigmas:
+        return f"gain of {z:.1f} standard errors is within selection.confirm_sigmas={confirm_sigmas:g}"
     return ""
 
 
-def decide_runs(values: list[float], parent_bpb: float, sigma: float, noise_k: float,
-                implausible_sigmas: float) -> tuple[str, str]:
-    """(keep / discard, reason) for a candidate measured more than once: the mean of its runs
-    decides, unless the runs themselves disagree by more than implausible_sigmas * sigma: a result
-    that does not reproduce is not kept, however good its mean."""
-    mean = fmean(values)
-    spread = (max(values) - min(values)) / sigma if sigma > 0 else 0.0
+def decide_runs(child: list[float], parent: list[float], pairs: list[tuple[int, float, float]], sigma: float,
+                noise_k: float, implausible_sigmas: float) -> tuple[str, str]:
+    """(keep / discard, reason) for a candidate measured more than once. Kept when the mean of its
+    runs still clears the rule against every run of its parent AND it beats its parent on each
+    shared seed (pairs: (seed, child, parent); shared conditions cancel in a paired difference),
+    unless its own runs disagree by more than implausible_sigmas * sigma (not reproducible)."""
+    spread = (max(child) - min(child)) / max(sigma, SIGMA_RESOLUTION)
     if implausible_sigmas and spread > implausible_sigmas:
-        return DISCARD, (f"not reproducible: its {len(values)} runs differ by {spread:.1f} sigma "
+        return DISCARD, (f"{NOT_REPRODUCIBLE}: its {len(child)} runs differ by {spread:.1f} sigma "
                          f"(selection.implausible_sigmas={implausible_sigmas:g})")
-    if decide("ok", mean, parent_bpb, sigma, noise_k) == KEEP:
-        return KEEP, ""
-    return DISCARD, f"not confirmed: mean of {len(values)} runs {mean:.6f} vs parent {parent_bpb:.6f}"
+    if decide("ok", child, parent, sigma, noise_k) != KEEP:
+        return DISCARD, (f"not confirmed: mean of {len(child)} runs {fmean(child):.6f} vs parent "
+                         f"{fmean(parent):.6f} over {len(parent)} runs")
+    lost = next(((seed, c, p) for seed, c, p in pairs if not c < p), None)
+    if lost is not None:
+        seed, c, p = lost
+        return DISCARD, f"not confirmed: on seed {seed} it scored {c:.6f} against its parent's {p:.6f}"
+    return KEEP, ""

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .population import Member, Population, hall_of_fame
-from .records import CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, OperatorFailure, Record, Reset, RunStart
+from .records import (CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record,
+                      Reset, RunStart)
 
 
 @dataclass
@@ -38,7 +39,8 @@ class RunState:
     islands: list[IslandState] = field(default_factory=list)
     experiments: list[Experiment] = field(default_factory=list)
     events: list[Record] = field(default_factory=list)
-    sigma: float | None = None
+    sigma: float | None = None     # None until generation 0 is complete (NoiseFloor)
+    sigma_dof: int = 0             # its degrees of freedom (evolve/noise.py)
     reset_rounds: int = 0
     # Every successful measurement of each commit, run-wide (the same commit may be measured on
     # several islands, e.g. the baseline with different seeds).
@@ -64,7 +66,10 @@ class RunState:
         if isinstance(record, Experiment):
             self._apply_experiment(record)
         elif isinstance(record, NoiseFloor):
-            self.sigma = record.sigma
+            self.sigma, self.sigma_dof = record.sigma, record.dof
+            self.events.append(record)
+        elif isinstance(record, NoiseUpdate):
+            self.sigma, self.sigma_dof = record.sigma, record.dof
             self.events.append(record)
         elif isinstance(record, Migration):
             self.islands[record.source].migration_rounds = record.round
@@ -72,12 +77,12 @@ class RunState:
                 self.islands[target].epoch += 1
                 for commit, val_bpb in record.migrants:
                     if commit not in self.islands[target].population:
-                        self.islands[target].population.add(Member(commit, [val_bpb], record.source, record.after_seq))
+                        self.islands[target].population.add(self._member(commit, val_bpb, record.source, record.after_seq))
             self.events.append(record)
         elif isinstance(record, Reset):
             self.reset_rounds = record.round
             for island, donor, commit, val_bpb in record.resets:
-                self.islands[island].population.replace_all(Member(commit, [val_bpb], donor, record.after_seq))
+                self.islands[island].population.replace_all(self._member(commit, val_bpb, donor, record.after_seq))
                 self.islands[island].resets += 1
                 self.islands[island].epoch += 1
             self.events.append(record)
@@ -97,15 +102,37 @@ class RunState:
         island = self.islands[exp.island]
         island.experiments += 1
         island.llm_usd += exp.cost.get("usd", 0.0)
-        if exp.runs:
-            self.measurements.setdefault(exp.commit, []).extend(exp.runs)
+        if not exp.outlier:
+            self._observe(exp.commit, exp.runs)
+        if exp.parent:
+            self._observe(exp.parent, exp.parent_runs)
         if exp.status == KEEP:
             island.keeps += 1
-            island.population.add(Member(exp.commit, exp.runs, exp.island, exp.seq))
+            if exp.commit not in island.population:   # a repeated baseline is already there, observed
+                island.population.add(self._member(exp.commit, exp.val_bpb, exp.island, exp.seq))
         elif exp.status == DISCARD:
             island.discards += 1
         elif exp.status == CRASH:
             island.crashes += 1
+
+    def _observe(self, commit: str, values: list[float]) -> None:
+        """New measurements of a commit: one list per commit, which every member of it reads, so a
+        commit has one val_bpb everywhere (the mean of all its runs)."""
+        if not values:
+            return
+        self.measurements.setdefault(commit, []).extend(values)
+        for island in self.islands:
+            member = island.population.get(commit)
+            if member is not None:
+                for value in values:
+                    member.observe(value)
+
+    def _member(self, commit: str, val_bpb: float, origin: int, seq: int) -> Member:
+        return Member(commit, list(self.measurements.get(commit) or [val_bpb]), origin, seq)
+
+    def runs_of(self, commit: str) -> list[float]:
+        """Every successful measurement of a commit in the run."""
+        return list(self.measurements.get(commit, []))
 
     # ---- questions the engine asks --------------------------------------------------------------
     def baseline_seeds_done(self) -> set[int]:

@@ -1,4 +1,4 @@
-"""One candidate's runs: when it runs again with a new seed, and its verdict (pure: no Ray, git or I/O)."""
+"""One candidate's runs: when it runs again next to its parent, and its verdict (pure: no Ray, git or I/O)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -10,9 +10,9 @@ from island.fitness import Status
 
 from .proposer import Proposal
 from .records import DISCARD, KEEP
-from .selection import decide, decide_runs, rerun_reason
+from .selection import NOT_REPRODUCIBLE, decide, decide_runs, rerun_reason
 
-RERUN_SEED_STRIDE = 10_000   # confirmation run i of a candidate uses its first seed + i * stride
+RERUN_SEED_STRIDE = 10_000   # paired re-runs use fresh seeds that are multiples of this (Scheduler.fresh_seed)
 
 
 @dataclass(frozen=True)
@@ -32,19 +32,25 @@ class Rules:
 
 @dataclass(frozen=True)
 class Verdict:
-    status: str               # keep / discard / crash
-    val_bpb: float | None     # the mean of the successful runs
+    status: str                    # keep / discard / crash
+    val_bpb: float | None          # the mean of the candidate's successful runs
     reason: str
+    parent_bpb: float | None = None   # the mean of every run of the parent it was judged against
+    outlier: bool = False          # its runs disagree beyond selection.implausible_sigmas: a fault, not noise
+    parent_n: int = 0              # how many runs of the parent parent_bpb is the mean of
 
 
 class Trial:
-    """A baseline (no proposal) or a candidate, from its first run to its verdict."""
+    """A baseline (no proposal) or a candidate, from its first run to its verdict. A close call
+    runs again together with its parent, both on the same fresh seed (paired)."""
 
     def __init__(self, job: Job, proposal: Proposal | None):
         self.job = job                              # the run in progress
         self.proposal = proposal
         self.attempts = 1                           # submissions of the current run (an island that died re-runs it)
-        self.earlier: list[Measurement] = []        # finished runs of this candidate
+        self.runs: list[Measurement] = []           # the candidate's finished runs, the first one first
+        self.parent_runs: list[Measurement] = []    # its parent's paired re-runs
+        self.pending: list[Job] = []                # runs due before the verdict, after the current one
         self.rerun_reason = ""
 
     @property
@@ -55,53 +61,78 @@ class Trial:
     def label(self) -> str:
         return self.proposal.candidate.description if self.proposal else "baseline"
 
+    def file(self, m: Measurement) -> None:
+        """Files a finished run: the candidate's, or its parent's paired re-run."""
+        is_parent_run = self.proposal is not None and m.job.source is None
+        (self.parent_runs if is_parent_run else self.runs).append(m)
+
     def stale(self, island_epoch: int) -> bool:
         """Whether the island's population changed from outside (reset, migrants) after this
         candidate's parents were drawn: it is then recorded but never admitted."""
         return self.proposal is not None and self.proposal.epoch != island_epoch
 
-    def confirm(self, last: Measurement, sigma: float, rules: Rules, job_id: Callable[[int], str],
-                island_epoch: int) -> bool:
-        """Whether `last` leaves the verdict open (a would-be keep too close to the noise floor, or
-        implausibly large, to trust one run): then self.job becomes its next run, with a new seed.
-        A stale candidate is never re-run (it cannot be admitted anyway)."""
-        if self.proposal is None or self.stale(island_epoch):
+    def child_values(self) -> list[float]:
+        return [r.result.val_bpb for r in self.runs if r.result.status is Status.OK]
+
+    def parent_values(self, recorded: list[float]) -> list[float]:
+        """Every run of the parent: those recorded in the run, then this trial's paired re-runs."""
+        return recorded + [r.result.val_bpb for r in self.parent_runs if r.result.status is Status.OK]
+
+    def next_run(self, sigma: float, rules: Rules, job_id: Callable[[int], str], island_epoch: int,
+                 parent_recorded: list[float], fresh_seed: Callable[[], int]) -> bool:
+        """Whether another run is due before the verdict; then self.job is that run. A would-be keep
+        too close to the noise (or implausibly far beyond it) runs again, then its parent, both with
+        the same new seed. A stale candidate is never re-run (it cannot be admitted anyway)."""
+        if self.pending:
+            self.job, self.pending = self.pending[0], self.pending[1:]
+            self.attempts = 1
+            return True
+        if self.proposal is None or self.stale(island_epoch) or self._failed_run() is not None:
             return False
-        runs = self.earlier + [last]
-        if any(r.result.status is not Status.OK for r in runs):
-            return False
-        why = rerun_reason([r.result.val_bpb for r in runs], self.proposal.parent_bpb, sigma,
-                           rules.noise_k, rules.confirm_sigmas, rules.implausible_sigmas, rules.max_runs)
+        why = rerun_reason(self.child_values(), self.parent_values(parent_recorded), sigma, rules.noise_k,
+                           rules.confirm_sigmas, rules.implausible_sigmas, rules.max_runs)
         if not why:
             return False
-        self.earlier.append(last)
+        first = self.runs[0].job
+        seed = fresh_seed()   # one the parent has never run with, so its paired run is new information
+        self.job = replace(first, job_id=job_id(self.island), seed=seed)
+        self.pending = [replace(first, job_id=job_id(self.island), parent=self.proposal.parent, source=None, seed=seed)]
         self.rerun_reason = why
-        self.job = replace(self.job, job_id=job_id(self.island),
-                           seed=runs[0].job.seed + RERUN_SEED_STRIDE * len(self.earlier))
         self.attempts = 1
         return True
 
-    def verdict(self, last: Measurement, sigma: float, rules: Rules, island_epoch: int) -> Verdict:
-        """keep / discard / crash from every run of the candidate, `last` included; a would-be
-        keep of a stale candidate is a discard that says why."""
-        verdict = self._verdict(last, sigma, rules)
+    def _failed_run(self) -> Measurement | None:
+        """A re-run (the candidate's or its parent's) that did not finish."""
+        return next((r for r in self.runs[1:] + self.parent_runs if r.result.status is not Status.OK), None)
+
+    def verdict(self, sigma: float, rules: Rules, island_epoch: int, parent_recorded: list[float]) -> Verdict:
+        """keep / discard / crash from every run of the candidate and of its parent; a would-be keep
+        of a stale candidate is a discard that says why."""
+        verdict = self._verdict(sigma, rules, parent_recorded)
         if verdict.status == KEEP and self.stale(island_epoch):
-            return Verdict(DISCARD, verdict.val_bpb, f"not admitted: island {self.island} was reset or received "
-                                                     f"migrants while it ran (epoch {self.proposal.epoch} -> "
-                                                     f"{island_epoch}); a would-be keep")
+            return replace(verdict, status=DISCARD, reason=(
+                f"not admitted: island {self.island} was reset or received migrants while it ran "
+                f"(epoch {self.proposal.epoch} -> {island_epoch}); a would-be keep"))
         return verdict
 
-    def _verdict(self, last: Measurement, sigma: float, rules: Rules) -> Verdict:
-        runs = self.earlier + [last]
-        first = runs[0].result
-        parent_bpb = self.proposal.parent_bpb if self.proposal else None
-        if len(runs) == 1:
-            return Verdict(decide(first.status.value, first.val_bpb, parent_bpb, sigma, rules.noise_k),
-                           first.val_bpb, first.reason)
-        values = [r.result.val_bpb for r in runs if r.result.status is Status.OK]
-        failed = next((r for r in runs[1:] if r.result.status is not Status.OK), None)
+    def _verdict(self, sigma: float, rules: Rules, parent_recorded: list[float]) -> Verdict:
+        first = self.runs[0].result
+        child = self.child_values()
+        parent = self.parent_values(parent_recorded) if self.proposal else None
+        parent_bpb = fmean(parent) if parent else None
+        parent_n = len(parent) if parent else 0
+        value = fmean(child) if child else None
+        if len(self.runs) == 1 and not self.parent_runs:
+            return Verdict(decide(first.status.value, child, parent, sigma, rules.noise_k), value, first.reason,
+                           parent_bpb, parent_n=parent_n)
+        failed = self._failed_run()
         if failed is not None:
-            return Verdict(DISCARD, fmean(values), f"re-run with seed {failed.job.seed}: "
-                                                   f"{failed.result.status.value}: {failed.result.reason}")
-        status, reason = decide_runs(values, parent_bpb, sigma, rules.noise_k, rules.implausible_sigmas)
-        return Verdict(status, fmean(values), reason)
+            whose = "its parent's" if failed in self.parent_runs else "its"
+            return Verdict(DISCARD, value, f"{whose} re-run with seed {failed.job.seed}: "
+                                           f"{failed.result.status.value}: {failed.result.reason}", parent_bpb,
+                           parent_n=parent_n)
+        by_seed = {r.job.seed: r.result.val_bpb for r in self.parent_runs}
+        pairs = [(r.job.seed, r.result.val_bpb, by_seed[r.job.seed]) for r in self.runs if r.job.seed in by_seed]
+        status, reason = decide_runs(child, parent, pairs, sigma, rules.noise_k, rules.implausible_sigmas)
+        return Verdict(status, value, reason, parent_bpb, outlier=reason.startswith(NOT_REPRODUCIBLE),
+                       parent_n=parent_n)

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from .noise import interval
 from .records import Experiment
 from .state import RunState
 
@@ -73,7 +74,7 @@ class LiveView:
 
     def table(self) -> Table:
         t = Table(title=f"{len(self.state.experiments)}/{self.max_experiments} experiments · "
-                        f"sigma {_fmt_bpb(self.state.sigma)} · ETA {self.eta()}")
+                        f"sigma {_fmt_bpb(self.state.sigma)} ({self.state.sigma_dof} dof) · ETA {self.eta()}")
         for col in ("island", "now", "exp", "keep/discard/crash", "best val_bpb", "champion"):
             t.add_column(col)
         for isl in self.state.islands:
@@ -88,21 +89,30 @@ class LiveView:
         if self.live:
             self.live.update(self.table())
 
+    def _with_interval(self, member) -> str:
+        """A commit's one number: the mean of all its runs, with its 95% interval and run count."""
+        if member is None:
+            return "-"
+        runs = self.state.runs_of(member.commit) or member.observations
+        lo, hi = interval(runs, self.state.sigma or 0.0)
+        return f"{member.val_bpb:.6f} [{lo:.6f}, {hi:.6f}] ({len(runs)} run{'s' if len(runs) > 1 else ''})"
+
     def print_summary(self, lab, interrupted: bool) -> None:
         s = self.state
         t = Table(title="interrupted" if interrupted else "finished")
-        for col in ("island", "experiments", "keeps", "crashes", "best val_bpb", "branch"):
+        for col in ("island", "experiments", "keeps", "crashes", "best val_bpb (mean of its runs, 95%)", "branch"):
             t.add_column(col)
         for isl in s.islands:
             champ = isl.champion()
             t.add_row(str(isl.index), str(isl.experiments), str(isl.keeps), str(isl.crashes),
-                      _fmt_bpb(champ.val_bpb if champ else None), lab.branch(isl.index))
+                      self._with_interval(champ), lab.branch(isl.index))
         self.console.print(t)
         hof = s.hall_of_fame(5)
         if hof:
             champ = hof[0]
             self.console.print(f"[evolve] {len(s.experiments)} experiments, {s.keeps_total()} keeps; champion "
-                               f"{champ.commit[:7]} val_bpb {champ.val_bpb:.6f} from island {champ.origin_island}; "
+                               f"{champ.commit[:7]} val_bpb {self._with_interval(champ)} from island "
+                               f"{champ.origin_island}; sigma {_fmt_bpb(s.sigma)} ({s.sigma_dof} dof); "
                                f"lab: {lab.repo.working_tree_dir}", highlight=False, markup=False)
             self.console.print("[evolve] hall of fame: " + ", ".join(f"{m.commit[:7]} {m.val_bpb:.6f}" for m in hof),
                                highlight=False, markup=False)

@@ -40,9 +40,12 @@ def measured(job: Job, val_bpb: float | None, status: Status = Status.OK) -> Mea
     return Measurement(job=job, result=result, started=0.0, finished=1.0)
 
 
-def candidate_trial(parent_bpb: float = 1.0, seed: int = 7) -> Trial:
-    proposal = Proposal(Candidate("x = 1\n", "x 0 -> 1", ("p" * 40,), "perturb"), parent_bpb=parent_bpb)
-    return Trial(Job("island-0/1", 0, "p" * 40, "x = 1\n", seed), proposal)
+PARENT = "p" * 40
+
+
+def candidate_trial(seed: int = 7) -> Trial:
+    proposal = Proposal(Candidate("x = 1\n", "x 0 -> 1", (PARENT,), "perturb"), parent_bpb=1.0, parent=PARENT)
+    return Trial(Job("island-0/1", 0, PARENT, "x = 1\n", seed), proposal)
 
 
 def job_ids():
@@ -50,54 +53,85 @@ def job_ids():
     return lambda island: f"island-{island}/{next(counter)}"
 
 
+def arrive(trial: Trial, value: float | None, parent: list[float], status: Status = Status.OK, epoch: int = 0,
+           ids=None) -> bool:
+    """Files the run in progress with `value`; whether another run is due."""
+    trial.file(measured(trial.job, value, status))
+    return trial.next_run(SIGMA, RULES, ids or job_ids(), epoch, parent, lambda: 7 + RERUN_SEED_STRIDE)
+
+
 # ---- trial ----------------------------------------------------------------------------------------
 def test_a_clear_gain_is_kept_on_one_run_and_a_clear_loss_discarded():
     trial = candidate_trial()
-    m = measured(trial.job, 0.95)                          # 5 sigma better: trusted at once
-    assert not trial.confirm(m, SIGMA, RULES, job_ids(), 0)
-    assert trial.verdict(m, SIGMA, RULES, 0).status == "keep"
+    assert not arrive(trial, 0.95, [1.0])                  # 3.5 standard errors better: trusted at once
+    verdict = trial.verdict(SIGMA, RULES, 0, [1.0])
+    assert verdict.status == "keep" and verdict.parent_bpb == 1.0
     worse = candidate_trial()
-    m = measured(worse.job, 1.02)
-    assert not worse.confirm(m, SIGMA, RULES, job_ids(), 0)
-    assert worse.verdict(m, SIGMA, RULES, 0).status == "discard"
+    assert not arrive(worse, 1.02, [1.0])
+    assert worse.verdict(SIGMA, RULES, 0, [1.0]).status == "discard"
 
 
-def test_a_close_call_runs_again_with_a_new_seed_and_the_mean_decides():
-    trial = candidate_trial(seed=7)
-    first = measured(trial.job, 0.98)                      # 2 sigma: could be seed luck
-    assert trial.confirm(first, SIGMA, RULES, job_ids(), 0)
-    assert trial.job.seed == 7 + RERUN_SEED_STRIDE and trial.job.job_id == "island-0/100"
+def test_the_parent_is_judged_by_all_its_runs():
+    trial = candidate_trial()
+    assert not arrive(trial, 0.975, [1.0, 0.96, 0.97, 0.96])   # its parent averages 0.9725: no gain
+    verdict = trial.verdict(SIGMA, RULES, 0, [1.0, 0.96, 0.97, 0.96])
+    assert verdict.status == "discard" and verdict.parent_bpb == pytest.approx(0.9725)
+
+
+def test_a_close_call_runs_again_then_its_parent_on_the_same_seed():
+    trial, ids = candidate_trial(seed=7), job_ids()
+    assert arrive(trial, 0.98, [1.0], ids=ids)                   # 1.4 standard errors: seed luck?
+    assert (trial.job.source, trial.job.seed, trial.job.job_id) == ("x = 1\n", 7 + RERUN_SEED_STRIDE, "island-0/100")
     assert "confirm_sigmas" in trial.rerun_reason and trial.attempts == 1
-    second = measured(trial.job, 1.0)                      # the luck did not repeat: mean 0.99, 1 sigma
-    assert not trial.confirm(second, SIGMA, RULES, job_ids(), 0)   # max_runs reached
-    verdict = trial.verdict(second, SIGMA, RULES, 0)
-    assert verdict.status == "discard" and verdict.val_bpb == pytest.approx(0.99)
-    assert "not confirmed" in verdict.reason
+    assert arrive(trial, 0.975, [1.0], ids=ids)                  # then the parent, same seed
+    assert (trial.job.parent, trial.job.source, trial.job.seed) == (PARENT, None, 7 + RERUN_SEED_STRIDE)
+    assert not arrive(trial, 0.985, [1.0], ids=ids)              # all runs in: the verdict is due
+    verdict = trial.verdict(SIGMA, RULES, 0, [1.0])
+    # child 0.9775 over 2 runs against parent 0.9925 over 2: 1.5 standard errors, and it won its seed
+    assert verdict.status == "keep" and verdict.val_bpb == pytest.approx(0.9775)
+    assert verdict.parent_bpb == pytest.approx(0.9925)
+    assert [r.job.seed for r in trial.parent_runs] == [7 + RERUN_SEED_STRIDE]
+
+
+def test_a_close_call_that_loses_to_its_parent_on_the_shared_seed_is_discarded():
+    trial = candidate_trial()
+    assert arrive(trial, 0.97, [1.0])
+    assert arrive(trial, 0.975, [1.0])
+    assert not arrive(trial, 0.974, [1.0])                       # the parent was better on that seed
+    verdict = trial.verdict(SIGMA, RULES, 0, [1.0])
+    assert verdict.status == "discard" and "against its parent's 0.974000" in verdict.reason
 
 
 def test_a_failed_re_run_discards_and_a_crash_is_a_crash():
     trial = candidate_trial()
-    assert trial.confirm(measured(trial.job, 0.98), SIGMA, RULES, job_ids(), 0)
-    verdict = trial.verdict(measured(trial.job, None, Status.TIMEOUT), SIGMA, RULES, 0)
+    assert arrive(trial, 0.98, [1.0])
+    assert arrive(trial, None, [1.0], Status.TIMEOUT)             # the parent's run is still due
+    assert not arrive(trial, 1.0, [1.0])
+    verdict = trial.verdict(SIGMA, RULES, 0, [1.0])
     assert verdict.status == "discard" and "timeout" in verdict.reason and verdict.val_bpb == pytest.approx(0.98)
+    parent_failed = candidate_trial()
+    assert arrive(parent_failed, 0.98, [1.0]) and arrive(parent_failed, 0.97, [1.0])
+    assert not arrive(parent_failed, None, [1.0], Status.CRASH)
+    verdict = parent_failed.verdict(SIGMA, RULES, 0, [1.0])
+    assert verdict.status == "discard" and verdict.reason.startswith("its parent's re-run")
     crashed = candidate_trial()
-    m = measured(crashed.job, None, Status.CRASH)
-    assert not crashed.confirm(m, SIGMA, RULES, job_ids(), 0)
-    assert crashed.verdict(m, SIGMA, RULES, 0).status == "crash"
+    assert not arrive(crashed, None, [1.0], Status.CRASH)
+    assert crashed.verdict(SIGMA, RULES, 0, [1.0]).status == "crash"
 
 
 def test_an_implausible_gain_that_does_not_reproduce_is_discarded():
     trial = candidate_trial()
-    assert trial.confirm(measured(trial.job, 0.5), SIGMA, RULES, job_ids(), 0)   # 50 sigma
-    verdict = trial.verdict(measured(trial.job, 1.0), SIGMA, RULES, 0)
+    assert arrive(trial, 0.5, [1.0])                              # 50 sigma
+    assert arrive(trial, 1.0, [1.0])
+    assert not arrive(trial, 1.0, [1.0])
+    verdict = trial.verdict(SIGMA, RULES, 0, [1.0])
     assert verdict.status == "discard" and "not reproducible" in verdict.reason
 
 
 def test_baselines_are_never_re_run_and_always_kept_when_they_score():
     trial = Trial(Job("island-1/1", 1, "b" * 40, None, 3), None)
-    m = measured(trial.job, 2.5)
-    assert not trial.confirm(m, SIGMA, RULES, job_ids(), 0)
-    assert trial.verdict(m, SIGMA, RULES, 0).status == "keep" and trial.label == "baseline"
+    assert not arrive(trial, 2.5, [])
+    assert trial.verdict(SIGMA, RULES, 0, []).status == "keep" and trial.label == "baseline"
 
 
 # ---- epochs ---------------------------------------------------------------------------------------
@@ -107,7 +141,7 @@ def experiment(seq, island, val, operator="perturb", status="keep"):
                       val_bpb=val, parent_bpb=None, seed=seq, wall_s=1.0)
 
 
-def test_the_noise_floor_is_due_once_every_baseline_is_in_and_empty_when_all_failed():
+def test_the_noise_floor_needs_its_successful_baselines_and_gives_up_after_twice_the_plan():
     epochs = Epochs(config(), random.Random(0), baseline_total=2)
     state = RunState(2, 4)
     state.apply(experiment(0, 0, 2.50, "baseline"))
@@ -117,10 +151,40 @@ def test_the_noise_floor_is_due_once_every_baseline_is_in_and_empty_when_all_fai
     assert floor.sigma == pytest.approx(0.0141421, rel=1e-4) and floor.baselines == (2.50, 2.52)
     state.apply(floor)
     assert epochs.noise_floor(state) is None              # recorded once
+    assert floor.dof == 1
     failed = RunState(2, 4)
     failed.apply(experiment(0, 0, None, "baseline"))
-    failed.apply(experiment(1, 1, None, "baseline"))
-    assert epochs.noise_floor(failed).baselines == ()
+    failed.apply(experiment(1, 1, 2.5, "baseline"))
+    assert epochs.noise_floor(failed) is None                # a failed baseline is re-run, not dropped
+    failed.apply(experiment(2, 0, None, "baseline"))
+    failed.apply(experiment(3, 1, None, "baseline"))
+    assert epochs.noise_floor(failed).baselines == (2.5,)    # four runs: the engine stops (min_baselines 2)
+
+
+def test_the_noise_estimate_learns_from_every_repeated_measurement():
+    epochs = Epochs(config(), random.Random(0), baseline_total=2)
+    state = RunState(2, 4)
+    for seq, value in enumerate((2.50, 2.52)):
+        state.apply(Experiment(seq=seq, island=seq, island_seq=0, commit="b" * 40, parents=(), operator="baseline",
+                               description="baseline", outcome="ok", status="keep", val_bpb=value, parent_bpb=None,
+                               seed=seq, wall_s=1.0))
+    events = list(epochs.after(state, 1, frozenset()))
+    assert [type(e).__name__ for e in events] == ["NoiseFloor"]
+    for e in events:
+        state.apply(e)
+    # a child confirmed once more and its parent re-run on the same seed: three more degrees of freedom
+    state.apply(Experiment(seq=2, island=0, island_seq=1, commit="c" * 40, parents=("b" * 40,), operator="perturb",
+                           description="d", outcome="ok", status="keep", val_bpb=2.45, parent_bpb=2.51, seed=2,
+                           wall_s=2.0, reruns=((10002, 2.46, "ok", ""),), first_bpb=2.44,
+                           parent_reruns=((10002, 2.53, "ok", ""),), parent="b" * 40))
+    update = epochs.noise_update(state)
+    assert update.dof == 3 and state.runs_of("b" * 40) == [2.50, 2.52, 2.53]
+    expected = (((2.50 - 2.5167) ** 2 + (2.52 - 2.5167) ** 2 + (2.53 - 2.5167) ** 2) + 2 * 0.01 ** 2) / 3
+    assert update.sigma == pytest.approx(expected ** 0.5, rel=1e-3)
+    state.apply(update)
+    assert (state.sigma, state.sigma_dof) == (update.sigma, 3) and epochs.noise_update(state) is None
+    # every island's member of the parent reads all its runs: one number per commit
+    assert state.islands[0].population.get("b" * 40).val_bpb == pytest.approx(2.5167, abs=1e-4)
 
 
 def test_events_after_a_record_come_in_order_each_planned_from_the_state_the_last_left():
@@ -215,6 +279,15 @@ def test_the_experiment_limit_counts_what_is_in_flight():
     assert not s.can_start(0)
 
 
+def test_a_failed_baseline_is_run_again_with_a_new_seed():
+    state, recorded = RunState(2, 4), []
+    s = scheduler(config(), state, recorded)
+    assert [t.job.seed for t in s.next_trials(busy=set(), in_flight=0)] == [0, 1]
+    state.apply(experiment(0, 0, None, "baseline"))
+    again = s.next_trials(busy={1}, in_flight=1)
+    assert [(t.island, t.job.seed, t.proposal) for t in again] == [(0, 2, None)]
+
+
 def test_a_retired_island_hands_its_owed_and_in_flight_baselines_to_the_others():
     cfg = config(**{"selection.baseline_runs": 4})
     s = scheduler(cfg, RunState(3, 4), [])
@@ -239,12 +312,23 @@ def test_resets_and_arriving_migrants_start_a_new_epoch_of_the_island():
 
 def test_a_candidate_drawn_before_its_islands_epoch_changed_is_recorded_but_never_admitted():
     trial = candidate_trial()                                # drawn in epoch 0
-    clear_gain = measured(trial.job, 0.95)
-    assert trial.verdict(clear_gain, SIGMA, RULES, 0).status == "keep"
-    stale = trial.verdict(clear_gain, SIGMA, RULES, 1)
+    assert not arrive(trial, 0.95, [1.0], epoch=1)
+    assert trial.verdict(SIGMA, RULES, 0, [1.0]).status == "keep"
+    stale = trial.verdict(SIGMA, RULES, 1, [1.0])
     assert stale.status == "discard" and stale.reason.startswith("not admitted: island 0 was reset")
     assert stale.val_bpb == 0.95                             # the row keeps its measurement
     close_call = candidate_trial()
-    assert not close_call.confirm(measured(close_call.job, 0.98), SIGMA, RULES, job_ids(), 1)   # no re-run
+    assert not arrive(close_call, 0.98, [1.0], epoch=1)      # no re-run for what cannot be admitted
     loss = candidate_trial()
-    assert loss.verdict(measured(loss.job, 1.02), SIGMA, RULES, 1).reason == ""   # only keeps change
+    arrive(loss, 1.02, [1.0], epoch=1)
+    assert loss.verdict(SIGMA, RULES, 1, [1.0]).reason == ""   # only keeps change
+
+
+def test_paired_re_runs_take_fresh_seeds_across_resumes():
+    state = RunState(2, 4)
+    state.apply(Experiment(seq=0, island=0, island_seq=0, commit="c" * 40, parents=("b" * 40,), operator="perturb",
+                           description="d", outcome="ok", status="keep", val_bpb=2.45, parent_bpb=2.51, seed=0,
+                           wall_s=2.0, reruns=((20000, 2.46, "ok", ""),), first_bpb=2.44,
+                           parent_reruns=((20000, 2.53, "ok", ""),), parent="b" * 40))
+    s = scheduler(config(), state, [])          # a resumed run: its journal has used 20000
+    assert [s.fresh_seed(), s.fresh_seed()] == [30000, 40000]

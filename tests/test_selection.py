@@ -5,8 +5,9 @@ import random
 
 from evolve.config import Topology
 from evolve.population import Member, Population
-from evolve.records import Experiment, Migration, NoiseFloor, Reset, from_json, to_json
-from evolve.epochs import migration_targets, noise_floor, plan_migration, plan_reset
+from evolve.records import Experiment, Migration, NoiseFloor, NoiseUpdate, Reset, from_json, to_json
+from evolve.epochs import migration_targets, plan_migration, plan_reset
+from evolve.noise import pooled
 from evolve.selection import baseline_plan, decide, decide_runs, rerun_reason
 from evolve.state import RunState
 
@@ -17,38 +18,47 @@ def exp(seq, island, commit, val, status="keep", operator="perturb", parents=("p
                       val_bpb=None if status == "crash" else val, parent_bpb=None, seed=0, wall_s=1.0)
 
 
-def test_noise_aware_keep_needs_more_than_k_sigma():
-    assert decide("ok", 0.990, 1.000, sigma=0.004, noise_k=2.0) == "keep"
-    assert decide("ok", 0.993, 1.000, sigma=0.004, noise_k=2.0) == "discard"
-    assert decide("ok", 0.999, 1.000, sigma=0.004, noise_k=0.0) == "keep"
-    assert decide("ok", 1.000, 1.000, sigma=0.0, noise_k=0.0) == "discard"  # equal is not better
-    assert decide("timeout", None, 1.000, sigma=0.0, noise_k=0.0) == "crash"
-    assert decide("ok", 1.2, None, sigma=0.0, noise_k=1.0) == "keep"  # baselines are kept
+def test_a_keep_needs_more_than_k_standard_errors_of_the_difference():
+    # one run each: the standard error of the difference is sigma * sqrt(2)
+    assert decide("ok", [0.990], [1.000], sigma=0.004, noise_k=2.0) == "discard"     # 1.77 standard errors
+    assert decide("ok", [0.988], [1.000], sigma=0.004, noise_k=2.0) == "keep"        # 2.12
+    # a parent measured four times is a sharper estimate: the same gain now clears the bar
+    assert decide("ok", [0.990], [1.0, 1.002, 0.998, 1.0], sigma=0.004, noise_k=2.0) == "keep"
+    assert decide("ok", [0.999], [1.000], sigma=0.004, noise_k=0.0) == "keep"        # noise_k 0: any gain
+    assert decide("ok", [1.000], [1.000], sigma=0.0, noise_k=0.0) == "discard"       # equal is not better
+    assert decide("ok", [0.999], [1.000], sigma=0.0, noise_k=1.0) == "keep"          # sigma 0 still tests:
+    assert decide("ok", [1.0 - 1e-6], [1.000], sigma=0.0, noise_k=1.0) == "discard"  # at the printed resolution
+    assert decide("timeout", [], [1.000], sigma=0.0, noise_k=0.0) == "crash"
+    assert decide("ok", [1.2], None, sigma=0.0, noise_k=1.0) == "keep"  # baselines are kept
 
 
 def test_only_would_be_keeps_near_the_noise_floor_or_implausibly_far_beyond_it_run_again():
-    def why(values, parent=1.0, sigma=0.01, confirm=3.0, implausible=20.0, max_runs=2):
-        return rerun_reason(values, parent, sigma, noise_k=1.0, confirm_sigmas=confirm,
+    def why(values, parent=(1.0,), sigma=0.01, confirm=3.0, implausible=20.0, max_runs=2):
+        return rerun_reason(values, list(parent), sigma, noise_k=1.0, confirm_sigmas=confirm,
                             implausible_sigmas=implausible, max_runs=max_runs)
 
-    assert "within selection.confirm_sigmas=3" in why([0.98])      # 2 sigma: could be seed luck
-    assert why([0.995]) == ""                                       # 0.5 sigma: a discard, nothing to confirm
-    assert why([0.95]) == ""                                        # 5 sigma: trusted on one run
+    assert "within selection.confirm_sigmas=3" in why([0.98])      # 1.4 standard errors: seed luck?
+    assert why([0.995]) == ""                                       # 0.35: a discard, nothing to confirm
+    assert why([0.95]) == ""                                        # 3.5: trusted on one run
     assert "implausibly large" in why([0.7])                        # 30 sigma: re-run before keeping
-    assert why([0.98, 0.985]) == ""                                 # already re-run: the mean decides
+    assert why([0.98, 0.985]) == ""                                 # already re-run: the runs decide
     assert "within" in why([0.98, 0.985], max_runs=3)               # confirm_runs=2 allows one more
     assert why([0.98], confirm=0) == "" and why([0.7], implausible=0) == ""   # both can be turned off
-    assert why([0.98], sigma=0.0) == ""                             # no noise floor, nothing to compare to
+    assert "implausibly large" in why([0.98], sigma=0.0)            # sigma 0 never waves a gain through
     assert rerun_reason([0.98], None, 0.01, 1.0, 3.0, 20.0, 2) == ""   # baselines never re-run
 
 
-def test_the_mean_of_reproducible_runs_decides():
-    assert decide_runs([0.98, 0.975], 1.0, 0.01, noise_k=1.0, implausible_sigmas=20.0) == ("keep", "")
-    status, reason = decide_runs([0.98, 1.03], 1.0, 0.01, noise_k=1.0, implausible_sigmas=20.0)
-    assert status == "discard" and "not confirmed: mean of 2 runs 1.005000" in reason
-    status, reason = decide_runs([0.5, 1.0], 1.0, 0.01, noise_k=1.0, implausible_sigmas=20.0)
+def test_the_runs_of_child_and_parent_decide_and_the_child_must_win_every_shared_seed():
+    assert decide_runs([0.98, 0.975], [1.0], [], 0.01, noise_k=1.0, implausible_sigmas=20.0) == ("keep", "")
+    status, reason = decide_runs([0.98, 1.03], [1.0], [], 0.01, noise_k=1.0, implausible_sigmas=20.0)
+    assert status == "discard" and "not confirmed: mean of 2 runs 1.005000 vs parent 1.000000 over 1 runs" in reason
+    status, reason = decide_runs([0.5, 1.0], [1.0], [], 0.01, noise_k=1.0, implausible_sigmas=20.0)
     assert status == "discard" and "not reproducible" in reason and "50.0 sigma" in reason
-    assert decide_runs([0.5, 1.0], 1.0, 0.01, noise_k=1.0, implausible_sigmas=0.0)[0] == "keep"
+    assert decide_runs([0.5, 1.0], [1.0], [], 0.01, noise_k=1.0, implausible_sigmas=0.0)[0] == "keep"
+    # the means clear the bar, but on the shared seed the parent was as good: seed luck, not a gain
+    status, reason = decide_runs([0.97, 0.975], [1.0, 0.974], [(10000, 0.975, 0.974)], 0.01, 1.0, 20.0)
+    assert status == "discard" and "on seed 10000 it scored 0.975000 against its parent's 0.974000" in reason
+    assert decide_runs([0.97, 0.973], [1.0, 0.974], [(10000, 0.973, 0.974)], 0.01, 1.0, 20.0) == ("keep", "")
 
 
 def test_a_confirmed_experiment_counts_every_run_in_population_and_hall_of_fame():
@@ -76,7 +86,7 @@ def test_baseline_plan_gives_every_island_its_own_seed_and_enough_runs_for_sigma
     single = baseline_plan(n_islands=1, baseline_runs=0, noise_k=1.0, seed=0)
     assert [b.island for b in single] == [0, 0]  # one island still measures sigma from two seeds
     assert len(baseline_plan(n_islands=1, baseline_runs=0, noise_k=0.0, seed=0)) == 1
-    assert noise_floor([1.0]) == 0.0 and abs(noise_floor([1.0, 1.002]) - 0.0014142) < 1e-6
+    assert pooled([[1.0]]).sigma == 0.0 and abs(pooled([[1.0, 1.002]]).sigma - 0.0014142) < 1e-6
 
 
 def test_population_drops_the_worst_never_the_best():
@@ -151,7 +161,7 @@ def test_reset_replaces_the_weakest_with_a_survivors_champion():
 
 
 def test_records_round_trip_through_json():
-    records = [exp(0, 1, "abc", 0.99), NoiseFloor(0.002, (1.0, 1.004)),
+    records = [exp(0, 1, "abc", 0.99), NoiseFloor(0.002, (1.0, 1.004), dof=1), NoiseUpdate(0.003, 4, 7),
                Migration(0, 1, (1, 2), (("abc", 0.99),), 3), Reset(1, ((1, 0, "abc", 0.99),), 4)]
     assert [from_json(to_json(r)) for r in records] == records
 
@@ -164,7 +174,8 @@ def test_hall_of_fame_scores_a_commit_by_all_its_measurements():
     hof = state.hall_of_fame()
     assert [(m.commit, round(m.val_bpb, 3)) for m in hof] == [("base", 3.16), ("child", 3.17)]
     assert state.champion().commit == "base"
-    assert state.islands[1].champion().val_bpb == 3.12  # an island keeps its own view
+    # one number per commit everywhere: each island's member of it reads every run of the commit
+    assert state.islands[0].champion().val_bpb == state.islands[1].champion().val_bpb == 3.16
 
 
 def test_disk_full_is_recognised_in_every_form_it_reaches_the_engine():

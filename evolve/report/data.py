@@ -20,7 +20,7 @@ from ..rescore import config_value, read_rescores, run_config
 from ..state import RunState
 
 COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome", "val_bpb",
-           "parent_bpb", "delta", "delta_sigma", "seed", "runs", "wall_s", "training_seconds", "peak_vram_mb",
+           "parent_bpb", "delta", "delta_sigma", "seed", "runs", "parent_runs", "wall_s", "training_seconds", "peak_vram_mb",
            "cost_usd", "tokens", "started", "finished", "elapsed_s", "description", "reason", "log")
 MAX_DIFF_LINES = 400
 
@@ -47,7 +47,7 @@ class RunData:
 
     @property
     def sigma(self) -> float | None:
-        """The noise floor (the engine records it once, after the baselines)."""
+        """The noise estimate: pooled over every repeated measurement of identical code (evolve/noise.py)."""
         return self.state.sigma
 
     @property
@@ -114,7 +114,7 @@ def experiments_frame(experiments: list[Experiment], sigma: float | None, start:
             "parents": tuple(e.parents), "operator": e.operator, "status": e.status, "outcome": e.outcome,
             "val_bpb": _nan(e.val_bpb), "parent_bpb": _nan(e.parent_bpb), "delta": _nan(delta),
             "delta_sigma": delta / sigma if delta is not None and sigma else math.nan,
-            "seed": e.seed, "runs": 1 + len(e.reruns), "wall_s": e.wall_s,
+            "seed": e.seed, "runs": 1 + len(e.reruns), "parent_runs": e.parent_n, "wall_s": e.wall_s,
             "training_seconds": _nan(e.metrics.get("training_seconds")),
             "peak_vram_mb": _nan(e.metrics.get("peak_vram_mb")), "cost_usd": e.cost.get("usd", 0.0),
             "tokens": int(e.cost.get("prompt_tokens", 0) + e.cost.get("completion_tokens", 0)),

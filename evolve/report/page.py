@@ -7,7 +7,7 @@ import html
 import math
 import time
 
-from ..records import CRASH, KEEP, Migration, NoiseFloor, OperatorFailure, Reset
+from ..records import CRASH, KEEP, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Reset
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
 from .stats import best_after, champion_rows, reach_best
@@ -102,7 +102,7 @@ def render_meta(run: RunData) -> str:
         f"{esc(config_value(cfg, 'selection.population_size', '?'))}) · migration every "
         f"{esc(config_value(cfg, 'migration.interval', '?'))} · reset every {esc(config_value(cfg, 'reset.interval', '?'))}"
         f" · task {esc(run.manifest.get('preset', '?'))}, budget {esc(config_value(cfg, 'task.budget_s', '?'))} s",
-        f"noise floor σ = {fmt(run.sigma)} · started {_when(run.start)} · last experiment finished {last}",
+        f"noise σ = {fmt(run.sigma)} ({run.state.sigma_dof} dof) · started {_when(run.start)} · last experiment finished {last}",
     ]
     return '<div class="meta">' + "<br>".join(items) + "</div>"
 
@@ -169,11 +169,24 @@ def render_kept_changes(run: RunData) -> str:
             details = (f"<details><summary>train.py +{plus} −{minus}</summary>"
                        f'<pre class="diff">{render_diff(diff)}</pre></details>')
             rows.append([str(row.seq), str(row.island_seq), f"<code>{esc(row.commit[:7])}</code>", esc(row.operator),
-                         " ".join(parents), fmt(row.val_bpb), fmt(row.delta, "+.6f"), fmt(row.delta_sigma, "+.1f"),
-                         esc(row.description), details])
-        out.append(table(["seq", "#", "commit", "operator", "parent(s)", "val_bpb", "Δ vs parent", "Δ / σ",
-                          "description", "diff vs first parent"], rows, numeric={0, 1, 5, 6, 7}))
+                         " ".join(parents), fmt(row.val_bpb), fmt(row.delta, "+.6f"), gain_in_sigma(row),
+                         f"{row.runs} / {row.parent_runs or '?'}", esc(row.description), details])
+        out.append(table(["seq", "#", "commit", "operator", "parent(s)", "val_bpb", "Δ vs parent",
+                          "gain in σ (95%)", "runs / parent runs", "description", "diff vs first parent"], rows,
+                         numeric={0, 1, 5, 6, 7, 8}))
     return "\n".join(out)
+
+
+def gain_in_sigma(row) -> str:
+    """A kept change's gain over its parent in units of sigma, with its 95% interval from the
+    number of runs of each (the standard error of a difference of means)."""
+    if math.isnan(row.delta_sigma):
+        return "—"
+    gain = -row.delta_sigma
+    if not row.parent_runs:
+        return f"{gain:+.1f}"
+    half = 1.96 * math.sqrt(1 / row.runs + 1 / row.parent_runs)
+    return f"{gain:+.1f} [{gain - half:+.1f}, {gain + half:+.1f}]"
 
 
 def render_events(run: RunData) -> str:
@@ -190,8 +203,11 @@ def render_events(run: RunData) -> str:
         elif isinstance(e, OperatorFailure):
             rows.append([str(e.after_seq), "operator failure", esc(f"island {e.island} {e.operator}: {e.reason}")])
         elif isinstance(e, NoiseFloor):
-            rows.append(["", "noise floor", esc(f"σ = {e.sigma:.6f} from baselines "
+            rows.append(["", "noise floor", esc(f"σ = {e.sigma:.6f} ({e.dof} dof) from baselines "
                                                 + ", ".join(f"{b:.6f}" for b in e.baselines))])
+        elif isinstance(e, NoiseUpdate):
+            rows.append([str(e.after_seq), "noise estimate", esc(f"σ = {e.sigma:.6f} ({e.dof} dof), pooled over "
+                                                                 "every repeated measurement of identical code")])
     if not rows:
         return "<p>No events yet.</p>"
     return table(["after seq", "event", "detail"], rows)
@@ -234,9 +250,12 @@ def render_report(run: RunData, plots: dict[str, str]) -> str:
         "<code>python -m evolve.report RUN_DIR --rescore</code>.</p>",
         render_champions(run),
         "<h2>Kept changes</h2>",
-        f"<p>Every change an island kept, with its gain over its parent in val_bpb and in units of the noise floor "
-        f"σ = {fmt(run.sigma)} (a change is kept only when it beats its parent by more than "
-        f"noise_k × σ). The diff is <code>git diff parent commit -- train.py</code> in the lab.</p>",
+        f"<p>Every change an island kept, with its gain over its parent in val_bpb and in units of the noise "
+        f"σ = {fmt(run.sigma)} ({run.state.sigma_dof} degrees of freedom, pooled over every repeated measurement "
+        f"of identical code), with a 95% interval from the runs of each: a change is kept only when the mean of "
+        f"its runs beats the mean of all its parent's runs by more than noise_k standard errors, and a close "
+        f"call also beats its parent on a shared fresh seed. The diff is <code>git diff parent commit -- "
+        f"train.py</code> in the lab.</p>",
         render_kept_changes(run),
         "<h2>Events</h2>", render_events(run),
     ]
