@@ -147,6 +147,10 @@ class SelectionConfig:
     implausible_sigmas: float = 20.0
     # Extra runs, each with a new seed, that a candidate under confirmation gets at most.
     confirm_runs: int = 1
+    # A candidate under confirmation is kept only if, on each fresh seed it shares with its parent,
+    # it beats the parent by more than paired_sigmas * sigma (what a seed fixes cancels in that
+    # difference). 0 = any gain on the shared seed.
+    paired_sigmas: float = 1.5
 
 
 @dataclass
@@ -294,6 +298,8 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.selection.implausible_sigmas == 0 or cfg.selection.implausible_sigmas > cfg.selection.noise_k,
              "selection.implausible_sigmas", cfg.selection.implausible_sigmas,
              f"0 (never re-run) or a number > selection.noise_k={cfg.selection.noise_k}")
+    _require(cfg.selection.paired_sigmas >= 0, "selection.paired_sigmas", cfg.selection.paired_sigmas,
+             "a number >= 0 (0 = any gain on the shared seed)")
     _require(cfg.selection.confirm_runs >= 1, "selection.confirm_runs", cfg.selection.confirm_runs,
              "an integer >= 1 (turn confirmation off with confirm_sigmas=0 implausible_sigmas=0)")
     _require(cfg.migration.interval >= 0, "migration.interval", cfg.migration.interval,

@@ -56,11 +56,12 @@ def rerun_reason(child: list[float], parent: list[float] | None, sigma: float, n
 
 
 def decide_runs(child: list[float], parent: list[float], pairs: list[tuple[int, float, float]], sigma: float,
-                noise_k: float, implausible_sigmas: float) -> tuple[str, str]:
+                noise_k: float, implausible_sigmas: float, paired_sigmas: float = 0.0) -> tuple[str, str]:
     """(keep / discard, reason) for a candidate measured more than once. Kept when the mean of its
-    runs still clears the rule against every run of its parent AND it beats its parent on each
-    shared seed (pairs: (seed, child, parent); shared conditions cancel in a paired difference),
-    unless its own runs disagree by more than implausible_sigmas * sigma (not reproducible)."""
+    runs still clears the rule against every run of its parent AND it beats its parent by more than
+    paired_sigmas * sigma on each shared seed (pairs: (seed, child, parent); what the seed fixes
+    cancels in a paired difference), unless its own runs disagree by more than
+    implausible_sigmas * sigma (not reproducible)."""
     spread = (max(child) - min(child)) / max(sigma, SIGMA_RESOLUTION)
     if implausible_sigmas and spread > implausible_sigmas:
         return DISCARD, (f"{NOT_REPRODUCIBLE}: its {len(child)} runs differ by {spread:.1f} sigma "
@@ -68,8 +69,10 @@ def decide_runs(child: list[float], parent: list[float], pairs: list[tuple[int, 
     if decide("ok", child, parent, sigma, noise_k) != KEEP:
         return DISCARD, (f"not confirmed: mean of {len(child)} runs {fmean(child):.6f} vs parent "
                          f"{fmean(parent):.6f} over {len(parent)} runs")
-    lost = next(((seed, c, p) for seed, c, p in pairs if not c < p), None)
+    margin = paired_sigmas * max(sigma, SIGMA_RESOLUTION)
+    lost = next(((seed, c, p) for seed, c, p in pairs if not p - c > margin), None)
     if lost is not None:
         seed, c, p = lost
-        return DISCARD, f"not confirmed: on seed {seed} it scored {c:.6f} against its parent's {p:.6f}"
+        return DISCARD, (f"not confirmed: on seed {seed} it scored {c:.6f} against its parent's {p:.6f} "
+                         f"(needs a gain over {paired_sigmas:g} sigma, selection.paired_sigmas)")
     return KEEP, ""

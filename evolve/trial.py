@@ -23,11 +23,12 @@ class Rules:
     confirm_sigmas: float
     implausible_sigmas: float
     max_runs: int
+    paired_sigmas: float = 0.0
 
     @classmethod
     def from_config(cls, selection) -> "Rules":
         return cls(selection.noise_k, selection.confirm_sigmas, selection.implausible_sigmas,
-                   1 + selection.confirm_runs)
+                   1 + selection.confirm_runs, selection.paired_sigmas)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,7 @@ class Trial:
                            parent_n=parent_n)
         by_seed = {r.job.seed: r.result.val_bpb for r in self.parent_runs}
         pairs = [(r.job.seed, r.result.val_bpb, by_seed[r.job.seed]) for r in self.runs if r.job.seed in by_seed]
-        status, reason = decide_runs(child, parent, pairs, sigma, rules.noise_k, rules.implausible_sigmas)
+        status, reason = decide_runs(child, parent, pairs, sigma, rules.noise_k, rules.implausible_sigmas,
+                                     rules.paired_sigmas)
         return Verdict(status, value, reason, parent_bpb, outlier=reason.startswith(NOT_REPRODUCIBLE),
                        parent_n=parent_n)

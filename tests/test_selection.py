@@ -59,6 +59,10 @@ def test_the_runs_of_child_and_parent_decide_and_the_child_must_win_every_shared
     status, reason = decide_runs([0.97, 0.975], [1.0, 0.974], [(10000, 0.975, 0.974)], 0.01, 1.0, 20.0)
     assert status == "discard" and "on seed 10000 it scored 0.975000 against its parent's 0.974000" in reason
     assert decide_runs([0.97, 0.973], [1.0, 0.974], [(10000, 0.973, 0.974)], 0.01, 1.0, 20.0) == ("keep", "")
+    # selection.paired_sigmas: on the shared seed it must win by more than that many sigma
+    status, reason = decide_runs([0.97, 0.973], [1.0, 0.974], [(10000, 0.973, 0.974)], 0.01, 1.0, 20.0, 1.5)
+    assert status == "discard" and "selection.paired_sigmas" in reason
+    assert decide_runs([0.97, 0.955], [1.0, 0.974], [(10000, 0.955, 0.974)], 0.01, 1.0, 20.0, 1.5)[0] == "keep"
 
 
 def test_a_confirmed_experiment_counts_every_run_in_population_and_hall_of_fame():
