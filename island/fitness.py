@@ -43,6 +43,8 @@ SUPERVISOR = str(Path(_sv.__file__).resolve())
 _SUPERVISOR_CMD = [sys.executable, "-I", "-S", "-c", _sv.BOOTSTRAP.format(dir=str(Path(SUPERVISOR).parent))]
 # How long past the supervisor's own deadline we wait before killing the supervisor itself.
 BACKSTOP_S = 15.0
+# How long the sandbox's own init gets to end (taking its PID namespace with it) once train.py exited.
+SANDBOX_SETTLE_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,6 +217,8 @@ def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, arg
            "--deadline", repr(limit_s), "--status-fd", str(wfd), "--parent-pid", str(os.getpid())]
     if max_memory_mb is not None:
         cmd += ["--max-memory-mb", str(int(max_memory_mb))]
+    if sandboxed:
+        cmd += ["--settle-s", repr(SANDBOX_SETTLE_S)]
     if pidfile is not None:
         Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
         cmd += ["--pidfile", str(pidfile)]

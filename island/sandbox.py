@@ -51,8 +51,7 @@ FALLBACK_HOME = "/tmp/home"  # when HOME is unset or names a system folder
 
 HOW_TO_INSTALL = ("install bubblewrap (Debian/Ubuntu: `sudo apt install bubblewrap`; Fedora: "
                   "`sudo dnf install bubblewrap`; Arch: `sudo pacman -S bubblewrap`); it needs unprivileged "
-                  "user namespaces (Ubuntu 24.04+: an AppArmor profile for bwrap, or "
-                  "`sysctl kernel.apparmor_restrict_unprivileged_userns=0`)")
+                  "user namespaces, which Ubuntu 23.10+ restricts with AppArmor (README: Sandbox)")
 NOT_ISOLATED = ("train.py can read and write every file the user can (~/.ssh, ~/.aws, other projects), "
                 "reach the network and local services, and see (and read the memory of) the user's other "
                 "processes, the driver's included")
@@ -67,9 +66,10 @@ class SandboxUnavailable(RuntimeError):
 
 
 @functools.lru_cache(maxsize=None)
-def probe(bwrap: str = BWRAP) -> str | None:
-    """None when bwrap can make the sandbox fitness runs use (tried once per process, a few ms),
-    else why not, in one line."""
+def probe(bwrap: str | None = None) -> str | None:
+    """None when bwrap (default: BWRAP) can make the sandbox fitness runs use (tried once per process
+    and name, a few ms), else why not, in one line."""
+    bwrap = bwrap or BWRAP
     path = shutil.which(bwrap)
     if path is None:
         return f"{bwrap} is not installed (not on PATH)"
@@ -100,7 +100,7 @@ def resolve(mode: object) -> bool:
     mode = normalize_mode(mode)
     if mode == "none":
         return False
-    reason = probe()
+    reason = probe(BWRAP)
     if reason is None:
         return True
     if mode == "bwrap":
@@ -114,7 +114,7 @@ def notice(mode: object) -> str | None:
     to fix it; None otherwise (SandboxUnavailable for ``bwrap``, as resolve)."""
     if resolve(mode) or normalize_mode(mode) == "none":
         return None
-    return (f"fitness runs are NOT sandboxed ({probe()}): {NOT_ISOLATED}. To isolate them, {HOW_TO_INSTALL}. "
+    return (f"fitness runs are NOT sandboxed ({probe(BWRAP)}): {NOT_ISOLATED}. To isolate them, {HOW_TO_INSTALL}. "
             "task.sandbox=none silences this; task.sandbox=bwrap makes it an error.")
 
 
@@ -253,6 +253,6 @@ def wrap(argv: Sequence[str], *, workdir: str | os.PathLike, env: Mapping[str, s
 
 
 if __name__ == "__main__":  # python -m island.sandbox: does the sandbox work here?
-    why = probe()
+    why = probe(BWRAP)
     print("bwrap sandbox: works" if why is None else f"bwrap sandbox: unavailable ({why}); {HOW_TO_INSTALL}")
     sys.exit(0 if why is None else 1)
