@@ -239,8 +239,8 @@ def validate(cfg: Any, islands: int) -> None:
              cfg.task.max_memory_mb, "null (no limit) or megabytes >= 64")
     _require(cfg.task.grace_s >= 0, "task.grace_s", cfg.task.grace_s, "seconds >= 0")
     for path in cfg.task.sandbox_read_only:
-        _require(os.path.isabs(os.path.expanduser(str(path))), "task.sandbox_read_only", list(cfg.task.sandbox_read_only),
-                 "a list of absolute paths (or ~/...)")
+        _require(os.path.isabs(os.path.expanduser(str(path))), "task.sandbox_read_only",
+                 list(cfg.task.sandbox_read_only), "a list of absolute paths (or ~/...)")
     _require(cfg.selection.population_size >= 1, "selection.population_size",
              cfg.selection.population_size, "an integer >= 1")
     _require(cfg.selection.tournament_size >= 1, "selection.tournament_size",

@@ -172,8 +172,8 @@ class Engine:
             evaluator=self.cfg.task.evaluator, cache_dir=str(self.run_dir / "cache"),
             driver_node=ray.get_runtime_context().get_node_id(), node_dir=self.cfg.ray.node_dir,
             run_name=self.ws.manifest.run_name, checkouts=Checkouts(self.cfg.ray.checkouts).value,
-            prepare_task=Path(self.ws.manifest.task_dir) == PACKAGED_TASK,
-            sandbox=self.cfg.task.sandbox, network=self.cfg.task.network, sandbox_read_only=self.cfg.task.sandbox_read_only)
+            prepare_task=Path(self.ws.manifest.task_dir) == PACKAGED_TASK, sandbox=self.cfg.task.sandbox,
+            network=self.cfg.task.network, sandbox_read_only=self.cfg.task.sandbox_read_only)
         self._island_options = options
         self._settings = settings
         self._shipped: dict[int, set[str]] = {}      # island -> commits its node-local clone holds

@@ -51,7 +51,7 @@ FALLBACK_HOME = "/tmp/home"  # when HOME is unset or names a system folder
 
 HOW_TO_INSTALL = ("install bubblewrap (Debian/Ubuntu: `sudo apt install bubblewrap`; Fedora: "
                   "`sudo dnf install bubblewrap`; Arch: `sudo pacman -S bubblewrap`); it needs unprivileged "
-                  "user namespaces, which Ubuntu 23.10+ restricts with AppArmor (README: Sandbox)")
+                  "user namespaces, which Ubuntu 23.10+ restricts with AppArmor (see the README, \"The sandbox\")")
 NOT_ISOLATED = ("train.py can read and write every file the user can (~/.ssh, ~/.aws, other projects), "
                 "reach the network and local services, and see (and read the memory of) the user's other "
                 "processes, the driver's included")
@@ -190,8 +190,8 @@ def _binds(read_only: Iterable[str], writable: Iterable[str], home: str | None) 
             if not os.path.exists(source) or _under(path, "/proc") or _under(path, "/dev"):
                 continue
             for dest in {path, source}:
-                if rw or dest not in modes:
-                    modes[dest] = (source, rw or modes.get(dest, ("", False))[1])
+                if rw or dest not in modes:  # writable wins over read-only for the same place
+                    modes[dest] = (source, rw)
     # Folders already mounted in the sandbox: the system read-only; /tmp and HOME private (so a read-only
     # bind under them is needed).
     mounted: dict[str, bool] = {p: False for p in SYSTEM_PATHS if os.path.isdir(p) and not os.path.islink(p)}
@@ -223,8 +223,8 @@ def wrap(argv: Sequence[str], *, workdir: str | os.PathLike, env: Mapping[str, s
     env = dict(env)
     home = os.path.normpath(env["HOME"]) if _usable_home(env.get("HOME")) else None
     python = shutil.which(python, path=env.get("PATH")) or python
-    ro = list(interpreter_paths(python))
-    ro += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    ro = [*interpreter_paths(python), *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    # never HOME as a whole, nor anything above it (the system folders are there already)
     ro = [p for p in ro if not (home and _under(home, os.path.abspath(p))) and os.path.abspath(p) != "/"]
     ro += [task_cache_dir(env), *map(str, read_only)]
     rw = [workdir, *map(str, writable)]

@@ -271,3 +271,28 @@ def test_evolve_refuses_to_start_with_sandbox_bwrap_where_it_cannot_run(tmp_path
     assert done.returncode == 2, done.stderr[-2000:]
     assert "error: task.sandbox=bwrap, but bwrap is not installed" in done.stderr
     assert not (tmp_path / "run" / "journal.jsonl").exists()
+
+
+def test_config_knobs_name_their_allowed_values():
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    from evolve.config import Config, ConfigError, Sandbox, validate
+    from island.actor import IslandSettings
+
+    cfg = OmegaConf.structured(Config)
+    assert cfg.task.sandbox == Sandbox.auto and cfg.task.network is False and list(cfg.task.sandbox_read_only) == []
+    with pytest.raises(ValidationError, match=r"Invalid value 'docker', expected one of \[auto, bwrap, none\]"):
+        cfg.task.sandbox = "docker"
+    cfg.task.sandbox_read_only = ["relative/data"]
+    with pytest.raises(ConfigError, match=r"task.sandbox_read_only=\['relative/data'\] is not allowed; "
+                                          r"expected a list of absolute paths"):
+        validate(cfg, 1)
+    cfg.task.sandbox, cfg.task.sandbox_read_only = Sandbox.bwrap, ["~/.cache/autoresearch"]
+    validate(cfg, 1)
+    # what reaches the islands (through Ray) is plain values
+    settings = IslandSettings(budget_s=1, grace_s=1, pinned_prepare_sha256="x", log_dir="l", pid_dir="p",
+                              sandbox=cfg.task.sandbox, network=cfg.task.network,
+                              sandbox_read_only=cfg.task.sandbox_read_only)
+    assert type(settings.sandbox) is str and settings.sandbox == "bwrap"
+    assert settings.sandbox_read_only == ("~/.cache/autoresearch",)
