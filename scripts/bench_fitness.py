@@ -6,6 +6,7 @@
     python scripts/bench_fitness.py --cache-dir ~/.cache/evolve --threads 2
     python scripts/bench_fitness.py --fake               # a stdlib busy-loop train.py, no torch
     python scripts/bench_fitness.py --sandbox none       # the harness runs without the bwrap sandbox
+    python scripts/bench_fitness.py --versus unsandboxed # pairs: run_fitness without vs with the sandbox
 
 The task (train.py + prepare.py [+ program.md]) is copied into a temporary git repository, its data
 cache is built once (`python prepare.py`, EVOLVE_CACHE_DIR = --cache-dir or a temporary folder),
@@ -190,6 +191,9 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) and print it")
     ap.add_argument("--sandbox", choices=sandbox.MODES, default="auto",
                     help="task.sandbox of the harness runs in the pairs (default auto)")
+    ap.add_argument("--versus", choices=("bare", "unsandboxed"), default="bare",
+                    help="what each harness run is paired with: a bare `python train.py` (default), or "
+                         "run_fitness without the sandbox (then the pairs measure the sandbox alone)")
     args = ap.parse_args()
     if args.runs < 1 or args.budget < 0:
         ap.error("--runs must be >= 1 and --budget >= 0")
@@ -244,7 +248,8 @@ def main() -> int:
                     print(f"score check (fixed steps, same seed): {'identical' if same else 'DIFFERENT'} "
                           f"({scores['none']!r} without, {scores['bwrap']!r} with the sandbox)")
         print(f"harness runs: task.sandbox={args.sandbox} "
-              f"({'sandboxed' if sandbox.resolve(args.sandbox) else 'not sandboxed'})")
+              f"({'sandboxed' if sandbox.resolve(args.sandbox) else 'not sandboxed'}); 'bare' runs: "
+              f"{'python train.py' if args.versus == 'bare' else 'run_fitness with task.sandbox=none'}")
         print()
 
         rows = []
@@ -256,8 +261,12 @@ def main() -> int:
             order = ("bare", "harness") if i % 2 == 0 else ("harness", "bare")
             for kind in order:
                 log = logs / f"{i}-{kind}.log"
-                if kind == "bare":
+                if kind == "bare" and args.versus == "bare":
                     wall, status, summary = bare_run(workdir, env, args.python, log)
+                elif kind == "bare":  # run_fitness without the sandbox
+                    r = run_fitness(workdir, budget_s=args.budget, grace_s=grace, log_path=log, seed=args.seed,
+                                    extra_env=extra, python=args.python, num_threads=args.threads, sandbox="none")
+                    wall, status, summary = r.wall_s, r.status.value, r.metrics
                 else:
                     r = run_fitness(workdir, budget_s=args.budget, grace_s=grace, log_path=log, seed=args.seed,
                                     extra_env=extra, python=args.python, num_threads=args.threads,
