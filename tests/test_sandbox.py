@@ -296,3 +296,40 @@ def test_config_knobs_name_their_allowed_values():
                               sandbox_read_only=cfg.task.sandbox_read_only)
     assert type(settings.sandbox) is str and settings.sandbox == "bwrap"
     assert settings.sandbox_read_only == ("~/.cache/autoresearch",)
+
+
+@needs_bwrap
+def test_the_sandbox_dies_with_its_supervisor(tmp_path):
+    """SIGKILL of the supervisor, with nobody left to sweep (no run_fitness around it): bwrap has
+    PDEATHSIG, what is inside has --die-with-parent, and the PID namespace goes with its init."""
+    import signal
+    import time
+
+    from island.environment import scrubbed_env
+    from island.fitness import SUPERVISOR
+    from island.supervise import is_alive
+    from tests.test_fitness import RUN_VAR, _processes_of, _wait_for
+
+    wd = tmp_path / "task"
+    wd.mkdir()
+    (wd / "train.py").write_text("import subprocess, time\n"
+                                 "subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+                                 "open('started', 'w').close()\ntime.sleep(1000)\n")
+    argv, env = sandbox.wrap([sys.executable, "train.py"], workdir=wd, env=scrubbed_env(extra={RUN_VAR: "orphaned"}),
+                             python=sys.executable)
+    sup = subprocess.Popen([sys.executable, "-I", "-S", SUPERVISOR, "--deadline", "60", "--", *argv], cwd=wd, env=env,
+                           start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(lambda: (wd / "started").exists()
+                         and any("sleep 1000" in c for c in _processes_of("orphaned").values()), 10)
+        victims = [p for p in _processes_of("orphaned") if p != sup.pid]
+        assert len(victims) >= 4  # bwrap, its init, train.py, sleep
+        t0 = time.monotonic()
+        sup.kill()
+        sup.wait()
+        assert _wait_for(lambda: not any(is_alive(p) for p in victims), 5), [p for p in victims if is_alive(p)]
+        assert time.monotonic() - t0 < 5
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
