@@ -161,8 +161,9 @@ class Island:
             sandboxed = resolve(self.settings.sandbox)
         except SandboxUnavailable as e:
             raise NodeSetupError(f"on node {self.node}: {e}") from None
-        if not sandboxed and self.clone is not None and notice(self.settings.sandbox):
-            print(f"[evolve] island {self.index} on node {self.node}: {notice(self.settings.sandbox)}", flush=True)
+        note = notice(self.settings.sandbox) if self.clone is not None else None
+        if note:
+            print(f"[evolve] island {self.index} on node {self.node}: {note}", flush=True)
         return sandboxed
 
     def evaluate(self, job: Job) -> Measurement:
