@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from operators.keys import environment_with_keys  # noqa: E402
 
-from .config import ConfigError, register, validate  # noqa: E402
+from .config import ConfigError, register, sandbox_notice, validate  # noqa: E402
 
 register()
 
@@ -52,10 +52,16 @@ def main(cfg: DictConfig) -> None:
     islands = _default_islands(cfg) if OmegaConf.is_missing(cfg, "islands") else int(cfg.islands)
     try:
         validate(cfg, islands)
+        unsandboxed = sandbox_notice(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     OmegaConf.update(cfg, "run.dir", str(run_dir))
+    if unsandboxed:
+        print(f"[evolve] warning: {unsandboxed}", flush=True)
+    elif cfg.task.sandbox != "none":
+        network = "with" if cfg.task.network else "without"
+        print(f"[evolve] fitness runs are sandboxed (bwrap, {network} network; see docs/safety.md)", flush=True)
     try:
         from .engine import Engine  # heavy imports (ray) only once the config is valid
         from .llm_choice import choose_llm

@@ -7,6 +7,7 @@ cross-field rules) and names the key and the allowed values when something is of
 from __future__ import annotations
 
 import re
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
@@ -46,6 +47,12 @@ class Checkouts(str, Enum):
 class OnNodeLoss(str, Enum):
     restart = "restart"  # Ray starts the lost islands wherever there is room; their experiments re-run
     retire = "retire"    # the run goes on with fewer islands
+
+
+class Sandbox(str, Enum):
+    auto = "auto"    # bwrap when it works on the node; otherwise a notice at start says what is not isolated
+    bwrap = "bwrap"  # always; an error (and a retired island on a node) where bwrap cannot run
+    none = "none"    # never: train.py runs with the user's full access (docs/safety.md)
 
 
 class OnMaxCost(str, Enum):
@@ -121,6 +128,17 @@ class TaskConfig:
     budget_tolerance_s: float = budget_defaults.DEFAULT_TOLERANCE_S      # 5
     uncounted_margin: float = budget_defaults.DEFAULT_MARGIN             # 1.0
     uncounted_margin_s: float = budget_defaults.DEFAULT_MARGIN_S         # 30
+    # Every fitness run (baselines included) runs in a bubblewrap sandbox: read-only system and
+    # interpreter, writable checkout and compile caches, read-only data cache, private HOME and /tmp,
+    # own PID namespace, no network (docs/safety.md). auto: where bwrap works (else a notice at start);
+    # bwrap: always (an error where it cannot run); none: never.
+    sandbox: Sandbox = Sandbox.auto
+    # Keep the network in the sandbox, for a task whose train.py must download something. It also
+    # reaches local services (Ray's ports among them): leave it off unless the task needs it.
+    network: bool = False
+    # More paths a sandboxed run may read, e.g. a custom task's data cache under HOME:
+    # 'task.sandbox_read_only=[$HOME/.cache/autoresearch]'. The packaged task's cache is always readable.
+    sandbox_read_only: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -284,6 +302,9 @@ def validate(cfg: Any, islands: int) -> None:
         path = brief_path(cfg.task.brief, cfg.task.dir)
         _require(path.is_file(), "task.brief", cfg.task.brief,
                  f"a readable file (absolute, or relative to task.dir); {path} is not one")
+    for path in cfg.task.sandbox_read_only:
+        _require(os.path.isabs(os.path.expanduser(str(path))), "task.sandbox_read_only",
+                 list(cfg.task.sandbox_read_only), "a list of absolute paths (or ~/...)")
     _require(cfg.selection.population_size >= 1, "selection.population_size",
              cfg.selection.population_size, "an integer >= 1")
     _require(cfg.selection.tournament_size >= 1, "selection.tournament_size",
@@ -332,6 +353,17 @@ def validate(cfg: Any, islands: int) -> None:
             _require(knob in ("model", "temperature", "api_base", "max_tokens"), f"llm.islands.{key}.{knob}",
                      override[knob], "one of model, temperature, api_base, max_tokens")
     _require(cfg.ray.gpus_per_island > 0, "ray.gpus_per_island", cfg.ray.gpus_per_island, "a number > 0")
+
+
+def sandbox_notice(cfg: Any) -> str | None:
+    """task.sandbox on this machine: ConfigError when bwrap is required and cannot run here; for auto
+    without a working bwrap, the notice to print once at start (what is not isolated, how to fix it)."""
+    from island.sandbox import SandboxUnavailable, notice
+
+    try:
+        return notice(cfg.task.sandbox)
+    except SandboxUnavailable as e:
+        raise ConfigError(str(e)) from None
 
 
 def register() -> None:

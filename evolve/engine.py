@@ -75,6 +75,7 @@ class Engine:
                 self._loop(fleet, scheduler, recorder, epochs, view)
             if len(scheduler.retired) == self.n:
                 self.stop.request(StopReason.ALL_RETIRED)
+                say("every island is retired: the run cannot go on (exit 1)")
             self.stop.request(StopReason.LIMIT)   # nothing else stopped it: the limits were reached
         except KeyboardInterrupt:
             self.stop.request(StopReason.INTERRUPTED)

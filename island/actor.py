@@ -23,6 +23,7 @@ from .environment import SEED_ENV, scrubbed_env
 from .fitness import FitnessResult, Status, kill_stale, run_fitness
 from .guards import clean_worktree, post_run_check, pre_run_check, reset_checkout
 from .summary import log_tail, read_log
+from .sandbox import SandboxUnavailable, normalize_mode, notice, resolve
 
 MAX_LOG_BYTES = 8 * 2**20   # of a remote island's log sent back to the driver (the tail is kept)
 PREPARE_TIMEOUT_S = 3600    # building (or downloading) a task's data on a node
@@ -72,6 +73,17 @@ class IslandSettings:
     enforce_budget: bool = True
     budget_tolerance: float = budget.DEFAULT_TOLERANCE
     budget_tolerance_s: float = budget.DEFAULT_TOLERANCE_S
+    # The fitness-run sandbox (island/sandbox.py), resolved on the island's own node: auto (bwrap when
+    # it works there), bwrap (the island retires when it cannot), none.
+    sandbox: str = "auto"
+    network: bool = False                   # a sandboxed run keeps the host's network
+    sandbox_read_only: tuple[str, ...] = () # more paths a sandboxed run may read (a custom task's data)
+
+    def __post_init__(self) -> None:
+        """Plain values whatever the config handed over (its enum, its list), so nothing else travels."""
+        object.__setattr__(self, "sandbox", normalize_mode(self.sandbox))
+        object.__setattr__(self, "network", bool(self.network))
+        object.__setattr__(self, "sandbox_read_only", tuple(str(p) for p in self.sandbox_read_only))
 
 
 @dataclass(frozen=True)
@@ -133,6 +145,7 @@ class Island:
         self.env = {**settings.extra_env, "TORCHINDUCTOR_CACHE_DIR": str(caches / "inductor"),
                     "TRITON_CACHE_DIR": str(caches / "triton")}
         self._prepared = False
+        self.sandboxed: bool | None = None   # decided on this node before the first run
 
     def where(self) -> tuple[str | None, bool]:
         """(Ray node id, whether the checkout is a node-local clone)."""
@@ -155,9 +168,23 @@ class Island:
         clean_worktree(self.checkout)   # whatever it wrote next to itself is not the candidate's change
         self._prepared = True
 
+    def _resolve_sandbox(self) -> bool:
+        """Whether this node's fitness runs are sandboxed; NodeSetupError when task.sandbox=bwrap
+        cannot run here. The driver announced its own node's state; other nodes say theirs."""
+        try:
+            sandboxed = resolve(self.settings.sandbox)
+        except SandboxUnavailable as e:
+            raise NodeSetupError(f"on node {self.node}: {e}") from None
+        note = notice(self.settings.sandbox) if self.clone is not None else None
+        if note:
+            print(f"[evolve] island {self.index} on node {self.node}: {note}", flush=True)
+        return sandboxed
+
     def evaluate(self, job: Job) -> Measurement:
         started = time.time()
         s = self.settings
+        if self.sandboxed is None:
+            self.sandboxed = self._resolve_sandbox()
         if self.clone is not None:
             self._receive(job)
         log_path = self.log_dir / f"{job.job_id}.log"
@@ -180,7 +207,9 @@ class Island:
             result = run_fitness(self.task_dir, budget_s=s.budget_s, grace_s=s.grace_s, log_path=log_path,
                                  seed=job.seed, extra_env=self.env, python=s.python,
                                  num_threads=s.num_threads, max_memory_mb=s.max_memory_mb, evaluator=s.evaluator,
-                                 pidfile=self.pid_dir / f"island-{self.index}.pid", seed_env=s.seed_env)
+                                 pidfile=self.pid_dir / f"island-{self.index}.pid", seed_env=s.seed_env,
+                                 sandbox="bwrap" if self.sandboxed else "none", network=s.network,
+                                 read_only=s.sandbox_read_only, writable=(self.checkout,))
             tampered = post_run_check(self.task_dir, s.pinned_prepare_sha256)
             if tampered:
                 result = replace(result, status=Status.REJECTED, val_bpb=None, reason=tampered)

@@ -8,25 +8,31 @@ train.py in its own session, becomes a child subreaper so that nothing the run s
 it, and SIGKILLs every descendant at budget_s + grace_s, when its parent (the island actor) dies,
 and when train.py exits leaving something behind. This module adds a last-resort backstop in case
 the supervisor itself is killed or stuck, a helper that kills the runs a crashed engine left
-behind (``kill_stale``), and the classification of the outcome.
+behind (``kill_stale``), and the classification of the outcome. Where bubblewrap works, train.py
+runs inside a sandbox by default (island/sandbox.py): the supervisor starts bwrap, bwrap starts
+train.py, and the supervisor's kill, pidfile and memory limit act on bwrap and everything inside.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
 import math
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from island import metric as _metric
+from island import sandbox as _sandbox
 from island import supervise as _sv
 from island.environment import SEED_ENV, scrubbed_env
 from island.summary import Status, _short, classify, log_tail, parse_summary, read_log
@@ -37,6 +43,8 @@ SUPERVISOR = str(Path(_sv.__file__).resolve())
 _SUPERVISOR_CMD = [sys.executable, "-I", "-S", "-c", _sv.BOOTSTRAP.format(dir=str(Path(SUPERVISOR).parent))]
 # How long past the supervisor's own deadline we wait before killing the supervisor itself.
 BACKSTOP_S = 15.0
+# How long the sandbox's own init gets to end (taking its PID namespace with it) once train.py exited.
+SANDBOX_SETTLE_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +159,10 @@ def run_fitness(
     max_memory_mb: int | None = None,
     evaluator: str | None = "auto",
     seed_env: str = SEED_ENV,
+    sandbox: str = "auto",
+    network: bool = False,
+    read_only: Sequence[str | os.PathLike] = (),
+    writable: Sequence[str | os.PathLike] = (),
 ) -> FitnessResult:
     """Run ``python train.py`` in ``workdir`` and score it.
 
@@ -169,6 +181,11 @@ def run_fitness(
     val_bpb printed without any evaluation, is status ``metric-mismatch``.
 
     ``seed_env``: the variable that carries ``seed`` to train.py (task.seed_env).
+    ``sandbox``: "auto" runs train.py inside bubblewrap when bwrap works on this machine, "bwrap"
+    always (SandboxUnavailable when it cannot), "none" never; see island/sandbox.py for what the run
+    then sees. ``network``: keep the host's network in the sandbox. ``read_only`` / ``writable``:
+    more paths a sandboxed run may read / write besides its workdir, the interpreter, the task's
+    data cache and the compile caches named in its environment.
     """
     workdir = Path(workdir)
     log_path = Path(log_path)
@@ -179,25 +196,36 @@ def run_fitness(
         evaluator = _metric.evaluator_name(workdir)
     elif evaluator is not None:
         evaluator = _metric.evaluator_name(workdir, evaluator)
-    if evaluator is None:
-        return _run(workdir, env, limit_s, log_path, python, pidfile, script, max_memory_mb, None)
-    with _metric.Capture(evaluator) as capture:
-        env.update(capture.env(env))
-        return _run(workdir, env, limit_s, log_path, python, pidfile, script, max_memory_mb, capture)
+    sandboxed = _sandbox.resolve(sandbox)
+    with contextlib.ExitStack() as stack:
+        capture = None
+        if evaluator is not None:
+            capture = stack.enter_context(_metric.Capture(evaluator))
+            env.update(capture.env(env))
+        argv = [python, script]
+        # A missing interpreter runs nothing, so there is nothing to sandbox: the supervisor reports it.
+        sandboxed = sandboxed and shutil.which(python, path=env.get("PATH")) is not None
+        if sandboxed:
+            argv, env = _sandbox.wrap(argv, workdir=workdir, env=env, python=python, network=network,
+                                      read_only=[*read_only, *([capture.dir] if capture else [])],
+                                      writable=writable)
+        return _run(workdir, env, limit_s, log_path, argv, pidfile, max_memory_mb, capture, sandboxed)
 
 
-def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, python: str,
-         pidfile: str | os.PathLike | None, script: str, max_memory_mb: int | None,
-         capture: _metric.Capture | None) -> FitnessResult:
+def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, argv: list[str],
+         pidfile: str | os.PathLike | None, max_memory_mb: int | None,
+         capture: _metric.Capture | None, sandboxed: bool) -> FitnessResult:
     rfd, wfd = os.pipe()
     cmd = [*_SUPERVISOR_CMD,
            "--deadline", repr(limit_s), "--status-fd", str(wfd), "--parent-pid", str(os.getpid())]
     if max_memory_mb is not None:
         cmd += ["--max-memory-mb", str(int(max_memory_mb))]
+    if sandboxed:
+        cmd += ["--settle-s", repr(SANDBOX_SETTLE_S)]
     if pidfile is not None:
         Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
         cmd += ["--pidfile", str(pidfile)]
-    cmd += ["--", python, script]
+    cmd += ["--", *argv]
 
     proc = None
     child_pid = None
@@ -247,6 +275,8 @@ def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, pyt
         stopped = None if timed_out else f"the supervisor exited with {proc.returncode} without a report"
     else:
         returncode = report.get("returncode")
+        if sandboxed and _sandbox.signal_of(returncode):
+            returncode = -_sandbox.signal_of(returncode)  # bwrap's 128 + N for "killed by signal N"
         timed_out = backstop or bool(report.get("timed_out"))
         stopped = None
         if report.get("stop_signal") and not timed_out:

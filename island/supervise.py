@@ -1,7 +1,7 @@
 """Fitness-run supervisor: run one command, and leave no process behind.
 
     python -I -S island/supervise.py --deadline 330 [--pidfile F] [--status-fd N]
-                                     [--parent-pid P] [--max-memory-mb M] -- python train.py
+                                     [--parent-pid P] [--max-memory-mb M] [--settle-s S] -- python train.py
     python -m island.supervise ...   (same thing; island.fitness uses BOOTSTRAP below)
 
 What it guarantees:
@@ -16,6 +16,9 @@ What it guarantees:
   * with --max-memory-mb, the command gets RLIMIT_DATA (soft and hard) of that many MiB before
     exec: allocations past it fail with ENOMEM (Python: MemoryError). Per process, inherited by
     what it starts; not for CUDA processes (use a cgroup there);
+  * with --settle-s, what is still running when the command exits gets that long to end by itself
+    before it is killed: bwrap (island/sandbox.py) exits as soon as the sandbox's init reports the
+    command's status, and its init then ends, taking the whole PID namespace with it;
   * the outcome goes to --status-fd as one JSON line (``result {...}``); the exit status mirrors the
     command's (128+N for signal N) and is 124 when the deadline killed it.
 
@@ -146,8 +149,9 @@ def is_alive(pid: int) -> bool:
 
 class Supervisor:
     def __init__(self, argv: list[str], deadline_s: float, pidfile: str | None, status_fd: int | None,
-                 parent_pid: int | None, max_memory_mb: int | None = None):
+                 parent_pid: int | None, max_memory_mb: int | None = None, settle_s: float = 0.0):
         self.argv = argv
+        self.settle_s = settle_s
         self.max_memory_mb = max_memory_mb
         self._setrlimit = None
         if max_memory_mb is not None:
@@ -268,6 +272,19 @@ class Supervisor:
             # grandchildren arrive here only once their own parent has died.
             signal.sigtimedwait({signal.SIGCHLD}, 0.005)
 
+    def settle(self) -> None:
+        """Wait up to settle_s for the descendants to end by themselves (reaping as they do)."""
+        t_end = time.monotonic() + self.settle_s
+        while True:
+            self._reap()
+            table = process_table()
+            if not any(table[p][0] != "Z" for p in descendants(self.pid, table)):
+                return
+            remaining = t_end - time.monotonic()
+            if remaining <= 0:
+                return
+            signal.sigtimedwait({signal.SIGCHLD}, min(remaining, 0.005))
+
     # -- main ---------------------------------------------------------------------------------
     def run(self) -> int:
         start = time.monotonic()
@@ -303,6 +320,8 @@ class Supervisor:
                     break
         child_wall = time.monotonic() - t_child
 
+        if self.settle_s > 0 and self.child_status is not None and stop_signal is None:
+            self.settle()
         killed, leftover = self.kill_tree()
         self._reap()
 
@@ -339,9 +358,9 @@ class Supervisor:
         return rc if rc >= 0 else 128 - rc
 
 
-def _parse(argv: list[str]) -> tuple[list[str], float, str | None, int | None, int | None, int | None]:
+def _parse(argv: list[str]) -> tuple[list[str], float, str | None, int | None, int | None, int | None, float]:
     usage = ("usage: supervise.py --deadline SECONDS [--pidfile PATH] [--status-fd N] "
-             "[--parent-pid PID] [--max-memory-mb MIB] -- COMMAND [ARGS...]")
+             "[--parent-pid PID] [--max-memory-mb MIB] [--settle-s SECONDS] -- COMMAND [ARGS...]")
     if "--" not in argv:
         raise SystemExit(usage)
     split = argv.index("--")
@@ -349,7 +368,8 @@ def _parse(argv: list[str]) -> tuple[list[str], float, str | None, int | None, i
     if not cmd or len(opts) % 2:
         raise SystemExit(usage)
     values = dict(zip(opts[::2], opts[1::2]))
-    unknown = set(values) - {"--deadline", "--pidfile", "--status-fd", "--parent-pid", "--max-memory-mb"}
+    unknown = set(values) - {"--deadline", "--pidfile", "--status-fd", "--parent-pid", "--max-memory-mb",
+                             "--settle-s"}
     if unknown or "--deadline" not in values:
         raise SystemExit(usage)
     status_fd = int(values["--status-fd"]) if "--status-fd" in values else None
@@ -357,18 +377,21 @@ def _parse(argv: list[str]) -> tuple[list[str], float, str | None, int | None, i
     memory = int(values["--max-memory-mb"]) if "--max-memory-mb" in values else None
     if memory is not None and memory <= 0:
         raise ValueError("--max-memory-mb must be positive")
-    return cmd, float(values["--deadline"]), values.get("--pidfile"), status_fd, parent, memory
+    settle = float(values.get("--settle-s", 0.0))
+    if not settle >= 0:
+        raise ValueError("--settle-s must be >= 0")
+    return cmd, float(values["--deadline"]), values.get("--pidfile"), status_fd, parent, memory, settle
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cmd, deadline, pidfile, status_fd, parent, memory = _parse(sys.argv[1:] if argv is None else argv)
+        cmd, deadline, pidfile, status_fd, parent, memory, settle = _parse(sys.argv[1:] if argv is None else argv)
     except (SystemExit, ValueError) as e:
         sys.stderr.write(f"{e}\n")
         return EXIT_USAGE
     if status_fd is not None:
         os.set_inheritable(status_fd, False)  # the command must not hold our status pipe open
-    return Supervisor(cmd, deadline, pidfile, status_fd, parent, memory).run()
+    return Supervisor(cmd, deadline, pidfile, status_fd, parent, memory, settle).run()
 
 
 def exit_now(code: int) -> None:

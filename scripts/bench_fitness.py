@@ -5,12 +5,19 @@
     python scripts/bench_fitness.py --budget 5 --runs 2
     python scripts/bench_fitness.py --cache-dir ~/.cache/evolve --threads 2
     python scripts/bench_fitness.py --fake               # a stdlib busy-loop train.py, no torch
+    python scripts/bench_fitness.py --sandbox none       # the harness runs without the bwrap sandbox
+    python scripts/bench_fitness.py --versus unsandboxed # pairs: run_fitness without vs with the sandbox
 
 The task (train.py + prepare.py [+ program.md]) is copied into a temporary git repository, its data
 cache is built once (`python prepare.py`, EVOLVE_CACHE_DIR = --cache-dir or a temporary folder),
 then N pairs run alternately (bare first in even pairs, harness first in odd ones, so drift in
 machine load hits both equally). Both get the same scrubbed environment. Printed: the machine,
 every run, the medians, and the ratio harness/bare (goal: under 1.02).
+
+The sandbox (island/sandbox.py, where bwrap works): the start-up of a trivial fitness run with and
+without it, alternating, 20 each (goal: under 50 ms added per run), and, with the real task, the
+score of a fixed number of training steps (same seed, one thread) with and without it, which must
+be identical.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import git  # noqa: E402
 
+from island import sandbox  # noqa: E402
 from island.environment import scrubbed_env  # noqa: E402
 from island.fitness import SUPERVISOR, run_fitness  # noqa: E402
 from island.summary import classify, parse_summary, read_log  # noqa: E402
@@ -109,6 +117,65 @@ def supervisor_startup_ms(n: int = 20) -> tuple[float, float]:
     return 1000 * statistics.median(bare), 1000 * statistics.median(sup)
 
 
+TRIVIAL_TRAIN = 'print("---")\nprint("val_bpb: 1.0")\n'
+STOP_LINE = "    if training_time >= TIME_BUDGET and (step >= uncounted_steps or TIME_BUDGET <= 0):\n"
+
+
+def sandbox_startup_ms(tmp: Path, python: str, n: int = 20) -> dict[str, float]:
+    """Median wall ms of a trivial fitness run (python prints a summary) without and with the sandbox
+    (alternating, after one warm-up each), of the first sandboxed run in a process (it also asks the
+    interpreter for its paths), and of `true` bare and under the same bwrap command."""
+    wd = tmp / "trivial"
+    wd.mkdir()
+    (wd / "train.py").write_text(TRIVIAL_TRAIN)
+    (wd / "prepare.py").write_text("# nothing\n")
+    log = tmp / "trivial.log"
+
+    def once(mode: str) -> float:
+        t0 = time.perf_counter()
+        r = run_fitness(wd, budget_s=10, grace_s=10, log_path=log, python=python, sandbox=mode)
+        assert r.ok, r
+        return 1000 * (time.perf_counter() - t0)
+
+    out = {"first_bwrap": once("bwrap"), "first_none": once("none")}
+    runs: dict[str, list[float]] = {"none": [], "bwrap": []}
+    for i in range(n):
+        for mode in (("none", "bwrap") if i % 2 == 0 else ("bwrap", "none")):
+            runs[mode].append(once(mode))
+    out.update({mode: statistics.median(v) for mode, v in runs.items()})
+    true = shutil.which("true") or "/bin/true"
+    argv, env = sandbox.wrap([true], workdir=wd, env=scrubbed_env(), python=python)
+    bare, wrapped = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([true])
+        bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        subprocess.run(argv, env=env, cwd=wd)
+        wrapped.append(time.perf_counter() - t0)
+    out["true"], out["true_bwrap"] = 1000 * statistics.median(bare), 1000 * statistics.median(wrapped)
+    return out
+
+
+def fixed_step_scores(task: Path, tmp: Path, extra: dict[str, str], python: str, seed: int,
+                      steps: int = 3) -> dict[str, float | None] | None:
+    """val_bpb of the task trained for a fixed number of steps (one thread, a budget far beyond the run so
+    the LR schedule stays at 1.0) without and with the sandbox; None when train.py has no such loop."""
+    train = (task / "train.py").read_text()
+    if STOP_LINE not in train:
+        return None
+    wd = make_repo(task, tmp / "fixed-steps")
+    (wd / "train.py").write_text(train.replace(STOP_LINE, f"    if step >= {steps}:  # fixed steps (benchmark)\n"))
+    scores = {}
+    for mode in ("none", "bwrap"):
+        r = run_fitness(wd, budget_s=100000, grace_s=0, log_path=tmp / f"fixed-{mode}.log", seed=seed,
+                        extra_env=extra, python=python, num_threads=1, sandbox=mode)
+        scores[mode] = r.val_bpb if r.ok else None
+        print(f"fixed {steps} steps, sandbox={mode}: {r.status.value} val_bpb {r.val_bpb!r} "
+              f"({r.metrics.get('num_steps', '?')} steps, {r.wall_s:.1f} s)", flush=True)
+    return scores
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=20.0, help="EVOLVE_BUDGET_S of each run (default 20)")
@@ -122,6 +189,11 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--python", default=sys.executable, help="interpreter for train.py")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) and print it")
+    ap.add_argument("--sandbox", choices=sandbox.MODES, default="auto",
+                    help="task.sandbox of the harness runs in the pairs (default auto)")
+    ap.add_argument("--versus", choices=("bare", "unsandboxed"), default="bare",
+                    help="what each harness run is paired with: a bare `python train.py` (default), or "
+                         "run_fitness without the sandbox (then the pairs measure the sandbox alone)")
     args = ap.parse_args()
     if args.runs < 1 or args.budget < 0:
         ap.error("--runs must be >= 1 and --budget >= 0")
@@ -156,6 +228,28 @@ def main() -> int:
         b_ms, s_ms = supervisor_startup_ms()
         print(f"process start-up: `true` {b_ms:.1f} ms bare, {s_ms:.1f} ms under the supervisor "
               f"(+{s_ms - b_ms:.1f} ms)")
+        why_not = sandbox.probe()
+        if why_not is not None:
+            print(f"sandbox: not measured, bwrap cannot run here ({why_not})")
+        else:
+            ms = sandbox_startup_ms(tmp, args.python)
+            added = ms["bwrap"] - ms["none"]
+            print(f"sandbox start-up, trivial fitness run, median of 20: {ms['none']:.1f} ms without, "
+                  f"{ms['bwrap']:.1f} ms with bwrap (+{added:.1f} ms; goal < 50 ms: "
+                  f"{'meets' if added < 50 else 'MISSES'}); first sandboxed run in a process "
+                  f"{ms['first_bwrap']:.1f} ms (asks the interpreter for its paths once); "
+                  f"`true` {ms['true']:.1f} ms bare, {ms['true_bwrap']:.1f} ms in the same bwrap sandbox")
+            if task is not None:
+                scores = fixed_step_scores(task, tmp, extra, args.python, args.seed)
+                if scores is None:
+                    print("score check: skipped (train.py has no budget loop to fix the steps of)")
+                else:
+                    same = scores["none"] is not None and scores["none"] == scores["bwrap"]
+                    print(f"score check (fixed steps, same seed): {'identical' if same else 'DIFFERENT'} "
+                          f"({scores['none']!r} without, {scores['bwrap']!r} with the sandbox)")
+        print(f"harness runs: task.sandbox={args.sandbox} "
+              f"({'sandboxed' if sandbox.resolve(args.sandbox) else 'not sandboxed'}); 'bare' runs: "
+              f"{'python train.py' if args.versus == 'bare' else 'run_fitness with task.sandbox=none'}")
         print()
 
         rows = []
@@ -167,11 +261,16 @@ def main() -> int:
             order = ("bare", "harness") if i % 2 == 0 else ("harness", "bare")
             for kind in order:
                 log = logs / f"{i}-{kind}.log"
-                if kind == "bare":
+                if kind == "bare" and args.versus == "bare":
                     wall, status, summary = bare_run(workdir, env, args.python, log)
+                elif kind == "bare":  # run_fitness without the sandbox
+                    r = run_fitness(workdir, budget_s=args.budget, grace_s=grace, log_path=log, seed=args.seed,
+                                    extra_env=extra, python=args.python, num_threads=args.threads, sandbox="none")
+                    wall, status, summary = r.wall_s, r.status.value, r.metrics
                 else:
                     r = run_fitness(workdir, budget_s=args.budget, grace_s=grace, log_path=log, seed=args.seed,
-                                    extra_env=extra, python=args.python, num_threads=args.threads)
+                                    extra_env=extra, python=args.python, num_threads=args.threads,
+                                    sandbox=args.sandbox)
                     wall, status, summary = r.wall_s, r.status.value, r.metrics
                 # wall seconds outside train.py's own clock (total_seconds starts at its first line):
                 # interpreter start-up and tear-down plus whatever the harness adds; far less noisy

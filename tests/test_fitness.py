@@ -55,10 +55,6 @@ def _wait_for(pred, timeout=5.0):
     return pred()
 
 
-def _read_pids(path: Path) -> list[int]:
-    return [int(x) for x in path.read_text().split()]
-
-
 # --- classification of finished runs -----------------------------------------------------------
 
 def test_ok_run_parses_summary(task):
@@ -144,34 +140,70 @@ def test_missing_interpreter_is_a_crash(task):
 
 
 # --- no process outlives its run ---------------------------------------------------------------
+#
+# Inside the sandbox train.py sees its own PID namespace, so the pids it could report are not the
+# host's. These tests find a run's processes from outside instead: every process of the run carries
+# RUN_VAR=<token> in its environment (bwrap included). A candidate signals progress with files in its
+# own worktree, which is writable with or without the sandbox.
+
+RUN_VAR = "EVOLVE_TEST_RUN"
+
+
+def _processes_of(token: str) -> dict[int, str]:
+    """Host pid -> command line of every live process of the run marked with ``token`` (its supervisor
+    included)."""
+    found = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{name}/environ").read_bytes()
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"{RUN_VAR}={token}".encode() in environ.split(b"\0") and is_alive(int(name)):
+            found[int(name)] = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    return found
+
+
+def _sleepers(procs: dict[int, str]) -> list[int]:
+    return [pid for pid, cmd in procs.items() if cmd.startswith("sleep 1000")]
+
+
+def _in_thread(pool, wd, log, token, **kw):
+    kw.setdefault("budget_s", 5)
+    kw.setdefault("grace_s", 5)
+    return pool.submit(run_fitness, wd, log_path=log, extra_env={RUN_VAR: token}, **kw)
+
 
 def test_hanging_run_and_its_setsid_child_are_killed_at_the_deadline(task, tmp_path):
-    pids = tmp_path / "pids"
-    wd, log = task(f"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    wd, log = task("""
         child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
-        with open({str(pids)!r}, "w") as f:
-            f.write(f"{{os.getpid()}} {{child.pid}}")
+        open("started", "w").close()
         print("training forever", flush=True)
         time.sleep(1000)
     """)
-    budget, grace = 1.0, 0.5
-    t0 = time.monotonic()
-    r = run_fitness(wd, budget_s=budget, grace_s=grace, log_path=log)
-    elapsed = time.monotonic() - t0
+    budget, grace = 1.0, 1.0
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        fut = _in_thread(pool, wd, log, "hang", budget_s=budget, grace_s=grace)
+        assert _wait_for(lambda: (wd / "started").exists() and _sleepers(_processes_of("hang")), 10)
+        victims = _processes_of("hang")
+        r = fut.result(timeout=30)
+        elapsed = time.monotonic() - t0
     assert r.status is Status.TIMEOUT, r
     assert "deadline" in r.reason
     assert budget + grace - 0.05 <= elapsed < budget + grace + 2.0
-    train_pid, child_pid = _read_pids(pids)
-    for pid in (train_pid, child_pid):
-        assert not is_alive(pid), f"pid {pid} survived the run"
-    with pytest.raises(ProcessLookupError):
-        os.kill(train_pid, 0)
+    assert any("train.py" in cmd for cmd in victims.values()) and len(_sleepers(victims)) == 1, victims
+    assert not [p for p in victims if is_alive(p)], f"{victims} survived the run"
 
 
 def test_setsid_leftovers_are_killed_after_a_normal_exit(task, tmp_path):
-    pids = tmp_path / "pids"
-    # A setsid child that lingers, and a daemonised grandchild whose parent exits at once.
-    wd, log = task(f"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # A setsid child that lingers, and a daemonised grandchild whose parent exits at once; train.py
+    # waits for the test to have seen them, then exits normally.
+    wd, log = task("""
         lingering = subprocess.Popen(["sleep", "1000"], start_new_session=True)
         mid = os.fork()
         if mid == 0:
@@ -179,59 +211,73 @@ def test_setsid_leftovers_are_killed_after_a_normal_exit(task, tmp_path):
             grand = os.fork()
             if grand == 0:
                 os.execvp("sleep", ["sleep", "1000"])
-            with open({str(pids)!r}, "w") as f:
-                f.write(f"{{lingering.pid}} {{grand}}")
             os._exit(0)
         os.waitpid(mid, 0)
+        open("started", "w").close()
+        while not os.path.exists("go"):
+            time.sleep(0.01)
     """, summary=True)
-    r = run_fitness(wd, budget_s=5, grace_s=5, log_path=log)
+    with ThreadPoolExecutor(1) as pool:
+        fut = _in_thread(pool, wd, log, "leftovers")
+        assert _wait_for(lambda: (wd / "started").exists() and len(_sleepers(_processes_of("leftovers"))) == 2, 10)
+        victims = _processes_of("leftovers")
+        t_go = time.monotonic()
+        (wd / "go").touch()
+        r = fut.result(timeout=30)
+        after_go = time.monotonic() - t_go
     assert r.status is Status.OK, r
-    assert r.wall_s < 3
-    for pid in _read_pids(pids):
-        assert not is_alive(pid), f"pid {pid} outlived its fitness run"
+    assert after_go < 3  # killed as soon as train.py exited, not at the deadline
+    assert not [p for p in victims if is_alive(p)], f"{victims} outlived their fitness run"
 
 
 def test_pidfile_is_written_during_the_run_and_removed_after(task, tmp_path):
-    seen = tmp_path / "pidfile_seen.json"
+    from concurrent.futures import ThreadPoolExecutor
+
     pidfile = tmp_path / "run" / "island-0.pid"
-    wd, log = task(f"""
-        with open({str(pidfile)!r}) as f:
-            info = json.load(f)
-        info["me"] = os.getpid()
-        info["my_pgid"], info["my_sid"] = os.getpgid(0), os.getsid(0)
-        with open({str(seen)!r}, "w") as f:
-            json.dump(info, f)
+    wd, log = task("""
+        open("started", "w").close()
+        while not os.path.exists("go"):
+            time.sleep(0.01)
     """, summary=True)
-    r = run_fitness(wd, budget_s=5, grace_s=5, log_path=log, pidfile=pidfile)
+    with ThreadPoolExecutor(1) as pool:
+        fut = _in_thread(pool, wd, log, "pidfile", pidfile=pidfile)
+        assert _wait_for(lambda: (wd / "started").exists() and pidfile.exists(), 10)
+        info = json.loads(pidfile.read_text())
+        procs = {p: cmd for p, cmd in _processes_of("pidfile").items() if p != info["supervisor_pid"]}
+        groups = {(os.getpgid(pid), os.getsid(pid)) for pid in procs}
+        supervisor_alive = is_alive(info["supervisor_pid"])
+        (wd / "go").touch()
+        r = fut.result(timeout=30)
     assert r.status is Status.OK, r
-    info = json.loads(seen.read_text())
-    assert info["child_pid"] == info["me"]
-    # train.py runs in its own process group and session, apart from the supervisor's
-    assert info["my_pgid"] == info["me"] == info["my_sid"]
-    assert info["supervisor_pgid"] == info["supervisor_pid"] != info["me"]
+    assert info["child_pid"] in procs and supervisor_alive
+    # everything of the run (train.py, and bwrap when sandboxed) is in the child's own process group
+    # and session, apart from the supervisor's
+    assert groups == {(info["child_pid"], info["child_pid"])}
+    assert info["child_pgid"] == info["child_sid"] == info["child_pid"]
+    assert info["supervisor_pgid"] == info["supervisor_pid"] != info["child_pid"]
+    assert any("train.py" in cmd for cmd in procs.values())
     assert not pidfile.exists()
 
 
 def test_killing_the_callers_process_kills_the_run(task, tmp_path):
     """The island actor dies mid-run (SIGKILL): supervisor, train.py and its setsid child go too."""
-    pids = tmp_path / "pids"
     pidfile = tmp_path / "island.pid"
-    wd, log = task(f"""
+    wd, log = task("""
         child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
-        with open({str(pids)!r}, "w") as f:
-            f.write(f"{{os.getpid()}} {{child.pid}}")
+        open("started", "w").close()
         time.sleep(1000)
     """)
     caller = subprocess.Popen(
         [sys.executable, "-c",
          f"from island.fitness import run_fitness; run_fitness({str(wd)!r}, budget_s=60, grace_s=0, "
-         f"log_path={str(log)!r}, pidfile={str(pidfile)!r})"],
+         f"log_path={str(log)!r}, pidfile={str(pidfile)!r}, extra_env={{{RUN_VAR!r}: 'caller'}})"],
         cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     try:
-        assert _wait_for(lambda: pids.exists() and pids.read_text().count(" ") == 1 and pidfile.exists(), 10)
+        assert _wait_for(lambda: (wd / "started").exists() and pidfile.exists()
+                         and _sleepers(_processes_of("caller")), 10)
         supervisor = json.loads(pidfile.read_text())["supervisor_pid"]
-        victims = [supervisor, *_read_pids(pids)]
+        victims = [supervisor, *_processes_of("caller")]
         assert all(is_alive(p) for p in victims)
         caller.kill()
         caller.wait()
@@ -247,38 +293,42 @@ def test_a_supervisor_stopped_from_outside_is_reported_as_such(task, tmp_path):
     """SIGTERM to the supervisor (e.g. an operator's kill): the tree goes, the result says why."""
     from concurrent.futures import ThreadPoolExecutor
 
-    pids = tmp_path / "pids"
     pidfile = tmp_path / "run.pid"
-    wd, log = task(f"""
-        with open({str(pids)!r}, "w") as f:
-            f.write(str(os.getpid()))
+    wd, log = task("""
+        open("started", "w").close()
         time.sleep(1000)
     """)
     with ThreadPoolExecutor(1) as pool:
-        fut = pool.submit(run_fitness, wd, budget_s=60, grace_s=0, log_path=log, pidfile=pidfile)
-        assert _wait_for(lambda: pids.exists() and pids.read_text() and pidfile.exists(), 10)
+        fut = _in_thread(pool, wd, log, "stopped", budget_s=60, grace_s=0, pidfile=pidfile)
+        assert _wait_for(lambda: (wd / "started").exists() and pidfile.exists(), 10)
+        victims = _processes_of("stopped")
         os.kill(json.loads(pidfile.read_text())["supervisor_pid"], signal.SIGTERM)
         r = fut.result(timeout=10)
     assert r.status is Status.CRASH and "SIGTERM" in r.reason and "outside" in r.reason
-    assert not is_alive(_read_pids(pids)[0])
+    assert any("train.py" in cmd for cmd in victims.values())
+    assert not [p for p in victims if is_alive(p)]
     assert not pidfile.exists()
 
 
 def test_kill_stale_stops_a_run_left_by_a_crashed_engine(make_git_repo, tmp_path):
-    pids = tmp_path / "pids"
+    from island import sandbox
+
     pidfile = tmp_path / "stale.pid"
-    wd = make_git_repo({"train.py": _src(f"""
+    wd = make_git_repo({"train.py": _src("""
         child = subprocess.Popen(["sleep", "1000"], start_new_session=True)
-        with open({str(pids)!r}, "w") as f:
-            f.write(f"{{os.getpid()}} {{child.pid}}")
+        open("started", "w").close()
         time.sleep(1000)
     """), "prepare.py": PREPARE})
+    argv, env = [sys.executable, "train.py"], scrubbed_env(extra={RUN_VAR: "stale"})
+    if sandbox.probe() is None:  # the run as the engine would have started it
+        argv, env = sandbox.wrap(argv, workdir=wd, env=env, python=sys.executable)
     sup = subprocess.Popen([sys.executable, "-I", "-S", SUPERVISOR, "--deadline", "60", "--pidfile", str(pidfile),
-                            "--", sys.executable, "train.py"], cwd=wd, start_new_session=True,
+                            "--", *argv], cwd=wd, env=env, start_new_session=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert _wait_for(lambda: pids.exists() and pids.read_text().count(" ") == 1 and pidfile.exists(), 10)
-        victims = [sup.pid, *_read_pids(pids)]
+        assert _wait_for(lambda: (wd / "started").exists() and pidfile.exists() and _sleepers(_processes_of("stale")),
+                         10)
+        victims = [sup.pid, *_processes_of("stale")]
         assert kill_stale(pidfile) is True
         sup.wait(timeout=5)
         assert sup.returncode == 128 + signal.SIGTERM
@@ -331,16 +381,15 @@ def test_child_sees_no_secrets_but_sees_what_it_needs(task, tmp_path, monkeypatc
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     monkeypatch.setenv("LANG", "C.UTF-8")
-    out = tmp_path / "env.json"
-    wd, log = task(f"""
-        with open({str(out)!r}, "w") as f:
+    wd, log = task("""
+        with open("env.json", "w") as f:
             json.dump(dict(os.environ), f)
         print(json.dumps(dict(os.environ)))
     """, summary=True)
     r = run_fitness(wd, budget_s=7, grace_s=5, log_path=log, seed=11, num_threads=2,
                     extra_env={"EVOLVE_CACHE_DIR": "/tmp/cache"})
     assert r.status is Status.OK, r
-    env = json.loads(out.read_text())
+    env = json.loads((wd / "env.json").read_text())
     leaked = sorted(set(SECRETS) & set(env))
     assert not leaked
     text = log.read_text()

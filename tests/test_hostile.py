@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from island import metric
+from island import metric, sandbox
 from island.fitness import Status, run_fitness
 
 MARKER = "HOSTILE-MARKER-7c1e"
@@ -192,6 +192,7 @@ ENV_THIEF = textwrap.dedent(f'''\
             continue
         found += [e.decode(errors="replace") for e in entries if e.startswith(b"OPENAI_API_KEY=")]
     print("stolen:", found)
+    print("processes seen:", len(glob.glob("/proc/[0-9]*")))
     with open("stolen.txt", "w") as f:
         f.write(repr(dict(os.environ)))
     ''') + HONEST
@@ -279,7 +280,9 @@ def test_engine_survives_hostile_candidates(tmp_path: Path):
              "operators.weights.perturb=0", "operators.weights.crossover=0"],
             cwd=ROOT, capture_output=True, text=True, timeout=240,
             env={**os.environ, "OPENAI_API_KEY": KEY})
-    assert done.returncode == 0, done.stderr[-3000:]
+    # the island stops when it cannot propose anything: the run could not reach its limits (exit 1)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "island 0 cannot propose anything" in done.stdout and "every island is retired" in done.stdout
     state = assert_records_agree_with_git(run_dir, 1)
     got = {e.description: (e.outcome, e.reason) for e in state.experiments}
     assert len(state.experiments) == 1 + len(hostile), (got, done.stdout[-3000:])
@@ -303,7 +306,10 @@ def test_engine_survives_hostile_candidates(tmp_path: Path):
     for path in run_dir.rglob("*"):
         if path.is_file() and ".git" not in path.parts:
             assert KEY not in path.read_text(errors="ignore"), path
-    assert any("stolen: []" in p.read_text() for p in run_dir.rglob("*.log")), "the key thief's log is missing"
+    thief = [p.read_text() for p in run_dir.rglob("*.log") if "stolen: []" in p.read_text()]
+    assert thief, "the key thief's log is missing"
+    if sandbox.probe() is None:  # the engine sandboxes by default: the thief saw only its own processes
+        assert int(thief[0].split("processes seen:")[1].split()[0]) <= 3, thief[0][-2000:]
     # no process outlived its run
     assert _wait_gone(tmp_path) == []
 

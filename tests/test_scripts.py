@@ -25,3 +25,15 @@ def test_bench_throughput_prints_scaling_and_the_clone_path():
     out = run_script("scripts/bench_throughput.py", "--no-llm", "--clones", "--budget", "0.3", "--per-island", "2")
     assert "| 2 islands, node-local clones | 2 |" in out
     assert "scaling efficiency at N=2" in out and "node-local clones vs worktrees" in out
+
+
+def test_bench_fitness_prints_the_sandbox_cost_and_its_pairs():
+    from island import sandbox
+
+    out = run_script("scripts/bench_fitness.py", "--fake", "--budget", "0.3", "--runs", "1", "--versus", "unsandboxed")
+    if sandbox.probe() is None:
+        assert "sandbox start-up, trivial fitness run, median of 20:" in out and "ms with bwrap (+" in out
+    else:
+        assert "sandbox: not measured, bwrap cannot run here" in out
+    assert "'bare' runs: run_fitness with task.sandbox=none" in out
+    assert "| pairs | median wall bare s |" in out
