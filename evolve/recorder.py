@@ -7,7 +7,6 @@ from pathlib import Path
 
 import git
 
-from island.actor import Measurement
 from island.fitness import FitnessResult
 
 from . import disk

@@ -34,13 +34,11 @@ Goals for the default (issue 18): precision >= 90%, power >= 80%, optimism <= 0.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import math
 import statistics
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_search import compose, copy_task, load_prepare, machine, parse_sets, table, wilson  # noqa: E402
+from bench_search import copy_task, load_prepare, machine, parse_sets, run_engine, table, wilson  # noqa: E402
 
 TASK = ROOT / "scripts" / "tasks" / "acceptance"
 CASES = {
@@ -92,22 +90,13 @@ def constants_at(repo, commit: str, names: tuple[str, ...]) -> dict:
 
 def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, workdir: Path, log_dir: Path) -> Tally:
     import git
-    from omegaconf import OmegaConf
-
-    from evolve.config import validate
-    from evolve.engine import Engine
 
     islands, extra = CONFIGS[config]
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
                  "operators.weights={perturb: 1.0}", f"run.max_experiments={evaluations}", "run.live=false",
                  f"seed={seed}", *extra]
-    cfg = compose(islands, overrides)
     run_dir = workdir / f"{case}-{config}-seed{seed}"
-    OmegaConf.update(cfg, "run.dir", str(run_dir))
-    validate(cfg, islands)
-    t0 = time.time()
-    with open(log_dir / f"{case}-{config}-seed{seed}.log", "w") as log, contextlib.redirect_stdout(log):
-        state = Engine(cfg, run_dir, islands, llm=None).run()
+    state, wall = run_engine(islands, overrides, run_dir, log_dir / f"{case}-{config}-seed{seed}.log")
     prepare = load_prepare(task)
     sigma = prepare.sigma()
     repo = git.Repo(run_dir / "lab")
@@ -118,7 +107,7 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
             truth[commit] = prepare.landscape(constants_at(repo, commit, prepare.PARAMS))
         return truth[commit]
 
-    tally = Tally(wall_s=time.time() - t0)
+    tally = Tally(wall_s=wall)
     for e in state.experiments:
         if e.is_baseline or e.outcome != "ok":
             continue

@@ -184,12 +184,25 @@ def compose(islands: int, overrides: list[str]):
         return hydra_compose(config_name="config", overrides=[f"islands={islands}", *overrides])
 
 
-def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path, threshold: float,
-            log_dir: Path) -> Outcome:
+def run_engine(islands: int, overrides: list[str], run_dir: Path, log_path: Path):
+    """One run of the real engine in this process (Ray already started), its output into log_path:
+    (the run's final state, its wall seconds)."""
     from omegaconf import OmegaConf
 
     from evolve.config import validate
     from evolve.engine import Engine
+
+    cfg = compose(islands, overrides)
+    OmegaConf.update(cfg, "run.dir", str(run_dir))
+    validate(cfg, islands)
+    t0 = time.time()
+    with open(log_path, "w") as log, contextlib.redirect_stdout(log):
+        state = Engine(cfg, run_dir, islands, llm=None).run()
+    return state, time.time() - t0
+
+
+def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path, threshold: float,
+            log_dir: Path) -> Outcome:
     from evolve.records import Migration, Reset
 
     islands, extra = CONFIGS[config]
@@ -198,14 +211,7 @@ def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path,
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
                  f"run.max_experiments={evaluations}", "run.live=false", f"seed={seed}",
                  "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *extra]
-    cfg = compose(islands, overrides)
-    run_dir = workdir / f"{config}-seed{seed}"
-    OmegaConf.update(cfg, "run.dir", str(run_dir))
-    validate(cfg, islands)
-    t0 = time.time()
-    with open(log_dir / f"{config}-seed{seed}.log", "w") as log, contextlib.redirect_stdout(log):
-        state = Engine(cfg, run_dir, islands, llm=None).run()
-    wall = time.time() - t0
+    state, wall = run_engine(islands, overrides, workdir / f"{config}-seed{seed}", log_dir / f"{config}-seed{seed}.log")
     ok = [e for e in state.experiments if e.val_bpb is not None]
     best = min(e.val_bpb for e in ok) if ok else math.inf
     evals_to_best = next(e.seq + 1 for e in state.experiments if e.val_bpb == best) if ok else evaluations

@@ -100,7 +100,11 @@ def test_report_of_a_real_run(built):
     assert '<span class="add">+' in text and '<span class="del">-' in text
     run = report.read_run(built.parents[1])
     sigma_deltas = run.experiments["delta_sigma"].dropna()
-    assert len(sigma_deltas) > 0 and f"{sigma_deltas[run.experiments['status'] == 'keep'].iloc[0]:+.1f}" in text
+    kept = run.experiments[(run.experiments["status"] == "keep") & (run.experiments["operator"] != "baseline")]
+    first = kept.iloc[0]
+    assert len(sigma_deltas) > 0 and f"{-first['delta_sigma']:+.1f} [" in text     # its gain in sigma, an interval
+    assert f"{first['runs']} / {first['parent_runs']}" in text                      # and the runs behind it
+    assert "gain in σ (95%)" in text and f"({run.state.sigma_dof} degrees of freedom" in text
 
 
 def test_lineage_shows_crossover_and_cross_island_links(runs):
@@ -138,8 +142,8 @@ def test_load_matches_experiments_tsv(runs):
             assert abs(got.cost_usd - float(want.cost_usd)) < 1e-4 and got.tokens == int(want.tokens)
             assert abs(got.wall_s - float(want.wall_s)) < 0.051
             assert got.started <= got.finished
-        sigma = next(json.loads(line)["sigma"] for line in complete_lines(run_dir / "journal.jsonl")[0]
-                     if json.loads(line)["kind"] == "sigma")
+        sigma = [json.loads(line)["sigma"] for line in complete_lines(run_dir / "journal.jsonl")[0]
+                 if json.loads(line)["kind"] in ("sigma", "noise")][-1]   # the latest estimate
         if sigma > 0:
             expected = df["delta"] / sigma
             assert ((df["delta_sigma"] - expected).abs().dropna() < 1e-9).all()

@@ -302,7 +302,6 @@ def test_config_knobs_name_their_allowed_values():
 def test_the_sandbox_dies_with_its_supervisor(tmp_path):
     """SIGKILL of the supervisor, with nobody left to sweep (no run_fitness around it): bwrap has
     PDEATHSIG, what is inside has --die-with-parent, and the PID namespace goes with its init."""
-    import signal
     import time
 
     from island.environment import scrubbed_env
