@@ -169,7 +169,7 @@ class Scheduler:
         self.prefetch[k] = (_in_background(request.run), request)
 
     def _prefetch_is_stale(self, k: int) -> bool:
-        """Whether island k's population changed (reset, migrants) since its LLM proposal was drawn."""
+        """Whether island k was reset since its LLM proposal was drawn."""
         return self.prefetch[k][1].epoch != self.state.islands[k].epoch
 
     def _replan(self, k: int) -> None:
@@ -177,8 +177,8 @@ class Scheduler:
         future, request = self.prefetch.pop(k)
         cost = asdict(future.result().candidate.cost) if future.done() and future.exception() is None else {}
         self.record(OperatorFailure(island=k, operator=request.operator_name,
-                                    reason=f"re-planned: island {k} was reset or received migrants after its parents "
-                                           f"were drawn (epoch {request.epoch} -> {self.state.islands[k].epoch})",
+                                    reason=f"re-planned: island {k} was reset after its parents were drawn "
+                                           f"(epoch {request.epoch} -> {self.state.islands[k].epoch})",
                                     after_seq=self.state.next_seq - 1, cost=cost))
         self._plan_next(k)
 

@@ -24,8 +24,10 @@ class IslandState:
     resets: int = 0
     operator_failures: int = 0
     llm_usd: float = 0.0
-    # Bumped when the population changes from outside (a reset, arriving migrants): a candidate
-    # drawn in an earlier epoch is recorded but never admitted (evolve/trial.py).
+    # Bumped when the island is reset (its population replaced): a candidate drawn in an earlier
+    # epoch is recorded but never admitted (evolve/trial.py). Arriving migrants only add members,
+    # so they start no epoch: measured, treating them as one discarded a third of the real gains
+    # (docs/benchmarks.md, acceptance).
     epoch: int = 0
 
     def champion(self) -> Member | None:
@@ -74,7 +76,6 @@ class RunState:
         elif isinstance(record, Migration):
             self.islands[record.source].migration_rounds = record.round
             for target in record.targets:
-                self.islands[target].epoch += 1
                 for commit, val_bpb in record.migrants:
                     if commit not in self.islands[target].population:
                         self.islands[target].population.add(self._member(commit, val_bpb, record.source, record.after_seq))

@@ -68,8 +68,8 @@ class Trial:
         (self.parent_runs if is_parent_run else self.runs).append(m)
 
     def stale(self, island_epoch: int) -> bool:
-        """Whether the island's population changed from outside (reset, migrants) after this
-        candidate's parents were drawn: it is then recorded but never admitted."""
+        """Whether the island was reset after this candidate's parents were drawn: it is then
+        recorded but never admitted."""
         return self.proposal is not None and self.proposal.epoch != island_epoch
 
     def child_values(self) -> list[float]:
@@ -112,7 +112,7 @@ class Trial:
         verdict = self._verdict(sigma, rules, parent_recorded)
         if verdict.status == KEEP and self.stale(island_epoch):
             return replace(verdict, status=DISCARD, reason=(
-                f"not admitted: island {self.island} was reset or received migrants while it ran "
+                f"not admitted: island {self.island} was reset while it ran "
                 f"(epoch {self.proposal.epoch} -> {island_epoch}); a would-be keep"))
         return verdict
 

@@ -120,9 +120,9 @@ def test_llm_spend_cap_falls_back_to_offline_operators(tmp_path: Path):
 
 
 def test_island_epochs_in_both_orders(tmp_path: Path):
-    """Migrants arrive after every experiment (migration.interval=1), so islands change under their
-    own candidates: a candidate in flight when its island's epoch changes is recorded, never
-    admitted; an LLM proposal prefetched before the change is re-planned (its cost recorded)."""
+    """Resets come every two experiments (reset.interval=1 on 2 islands), so islands are replaced
+    under their own candidates: a candidate in flight when its island is reset is recorded, never
+    admitted; an LLM proposal prefetched before the reset is re-planned (its cost recorded)."""
     task = tmp_path / "task"
     shutil.copytree(LANDSCAPE, task)
     run_dir = tmp_path / "epochs"
@@ -134,7 +134,7 @@ def test_island_epochs_in_both_orders(tmp_path: Path):
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.4",
              "run.max_experiments=16", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
-             "llm.model=openai/test-model", "llm.num_retries=0", "migration.interval=1", "reset.interval=0",
+             "llm.model=openai/test-model", "llm.num_retries=0", "migration.interval=0", "reset.interval=1",
              "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
