@@ -157,10 +157,11 @@ class SelectionConfig:
     # Successful baselines needed before anything is judged: a failed baseline is re-run with a new
     # seed (up to twice the planned number of runs), and the run stops if fewer succeed.
     min_baselines: int = 2
-    # A would-be keep whose gain over its parent is at most confirm_sigmas * sigma is re-run with
-    # another seed before it is kept (so before it can become a champion or a migrant); the mean
-    # of its runs decides. 0 = never.
-    confirm_sigmas: float = 3.0
+    # A would-be keep whose gain over its parent is at most confirm_sigmas standard errors of the
+    # difference runs again, and so does its parent, on one fresh seed, before it is kept (so before
+    # it can become a champion or a migrant): the runs of both decide. 0 = never. Chosen with
+    # scripts/bench_acceptance.py (docs/benchmarks.md).
+    confirm_sigmas: float = 5.0
     # A gain larger than implausible_sigmas * sigma is re-run the same way before it is kept. 0 = never.
     implausible_sigmas: float = 20.0
     # Extra runs, each with a new seed, that a candidate under confirmation gets at most.
@@ -168,7 +169,7 @@ class SelectionConfig:
     # A candidate under confirmation is kept only if, on each fresh seed it shares with its parent,
     # it beats the parent by more than paired_sigmas * sigma (what a seed fixes cancels in that
     # difference). 0 = any gain on the shared seed.
-    paired_sigmas: float = 1.5
+    paired_sigmas: float = 2.0
 
 
 @dataclass

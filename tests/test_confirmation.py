@@ -65,6 +65,7 @@ def test_lucky_and_implausible_gains_are_rerun_and_the_mean_decides(tmp_path: Pa
              "run.max_experiments=7", f"selection.baseline_runs={len(BASELINE_SEEDS)}", f"run.dir={run_dir}", "run.live=false", "llm=local",
              f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=0",
              "selection.noise_k=1", "selection.confirm_sigmas=3", "selection.implausible_sigmas=20",
+             "selection.paired_sigmas=1",
              "migration.interval=0", "reset.interval=0", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
