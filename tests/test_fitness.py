@@ -471,3 +471,36 @@ def test_log_tail_collapses_progress_lines_and_is_bounded():
     assert tail.splitlines()[-1] == "line 99" and len(tail.splitlines()) == 50
     assert len(log_tail("x" * 100 + "\n" + "y" * 10000)) <= 4096
     assert log_tail("a\rb\rc\n") == "c"
+
+
+def test_a_restarted_island_first_ends_its_predecessors_fitness_run(make_git_repo, tmp_path):
+    """An island actor that dies leaves its train.py running (it may hold a GPU); the island that
+    replaces it (island/actor.py Island.__init__) kills what the island's pidfile names before it
+    runs anything, so two trainings never share a device."""
+    from island import sandbox
+    from island.actor import Island, IslandSettings
+
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    pidfile = pid_dir / "island-0.pid"
+    wd = make_git_repo({"train.py": _src("""
+        open("started", "w").close()
+        time.sleep(1000)
+    """), "prepare.py": PREPARE})
+    argv, env = [sys.executable, "train.py"], scrubbed_env(extra={RUN_VAR: "predecessor"})
+    if sandbox.probe() is None:
+        argv, env = sandbox.wrap(argv, workdir=wd, env=env, python=sys.executable)
+    sup = subprocess.Popen([sys.executable, "-I", "-S", SUPERVISOR, "--deadline", "60", "--pidfile", str(pidfile),
+                            "--", *argv], cwd=wd, env=env, start_new_session=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for(lambda: (wd / "started").exists() and pidfile.exists(), 10)
+        victims = [sup.pid, *_processes_of("predecessor")]
+        Island(0, str(wd), "", IslandSettings(budget_s=1, grace_s=1, pinned_prepare_sha256="", log_dir=str(tmp_path),
+                                               pid_dir=str(pid_dir)))
+        sup.wait(timeout=10)
+        assert not any(is_alive(p) for p in victims) and not pidfile.exists()
+    finally:
+        if sup.poll() is None:
+            sup.kill()
+            sup.wait()
