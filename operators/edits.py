@@ -233,9 +233,7 @@ def find_edit_blocks(text: str) -> tuple[list[Edit], list[str]]:
 
 
 def find_diff_hunks(text: str) -> tuple[list[Edit], list[str]]:
-    """The hunks of the unified diffs in `text` as edits: from ```diff / ```patch blocks (where
-    `@@` headers are optional and a line without a +/-/space prefix is context), and from bare
-    `@@` hunks outside code blocks."""
+    """The hunks of the unified diffs in `text` (diff/patch blocks, or bare `@@` hunks) as edits."""
     edits: list[Edit] = []
     problems: list[str] = []
     fenced_spans = []
@@ -340,15 +338,7 @@ def find_whole_file(text: str, min_lines: int, old_source: str = "") -> tuple[st
 
 
 def elision_marker(body: str, old_source: str = "") -> str | None:
-    """The first line of a whole-file `body` that stands for omitted code, or None.
-
-    Such a line is not in the old file and is either `...` alone, a comment starting with dots
-    ("# ...", "# ... rest unchanged ..."), a comment made only of elision words ("# (unchanged)",
-    "# existing code", "# rest of the file is unchanged"), or a
-    comment with an elision hint ("# GPT class unchanged") in a file that lost a function or class
-    the old file defined. A comment like "# value embeddings stay unchanged" in a complete file is
-    not one.
-    """
+    """The first line of `body`, not in the old file, that stands for omitted code (see docs/llm.md), or None."""
     old_lines = {line.strip() for line in old_source.splitlines()}
     hinted = None
     for line in body.splitlines():
