@@ -13,14 +13,23 @@ A reply may carry (see operators/prompts.py for what the model is asked):
       new lines
       >>>>>>> REPLACE
 
-- or, instead of blocks, the whole new file in one fenced ```python block.
+- or, instead of blocks, a unified diff (in a ```diff or ```patch block, or bare `@@` hunks):
+  each hunk becomes a block whose SEARCH part is its context and removed lines and whose
+  REPLACE part is its context and added lines, so hunks are located by content and their line
+  numbers are ignored;
+- or, instead of blocks or a diff, the whole new file in one fenced ```python (or ~~~python) block.
+
+`<think>...</think>` (also <thinking>, <reasoning>) sections are removed before anything is read,
+so drafts inside them are never applied; an unterminated one at the start swallows the rest.
+A block that only echoes the prompt's format example (FORMAT_SEARCH_PLACEHOLDER) is dropped.
 
 A block without a file name edits the same file as the block before it (train.py for the
-first). Matching a SEARCH part, in order: exact text starting at a line start (the first such
-occurrence wins); then line by line ignoring trailing whitespace; then line by line with the
-whole block's indentation shifted uniformly (the replacement is re-indented by the same shift).
-A SEARCH part that matches nowhere is reported with the nearest lines of the file (difflib),
-so the model can copy them exactly.
+first). Matching a SEARCH part, in order: exact text starting at a line start; then line by
+line ignoring trailing whitespace and tabs against spaces in the indentation; then the same with
+the whole block's indentation shifted uniformly (the replacement is re-indented by the same
+shift). The first way that matches decides: a SEARCH part that matches more than one place that
+way is ambiguous and not applied (its line numbers are reported); one that matches nowhere is
+reported with the nearest lines of the file (difflib), so the model can copy them exactly.
 
 Everything here is pure text processing (no LLM, no I/O).
 """
@@ -38,19 +47,37 @@ FENCE_RE = re.compile(r"^\s*(`{3,}|~{3,})")
 FILENAME_RE = re.compile(r"^[\w.\-/\\]*[\w\-]\.[A-Za-z0-9]{1,8}$")
 DESCRIPTION_RE = re.compile(r"^[\s>*_#-]*DESCRIPTION[*_\s]*:[*_\s]*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 FENCED_BLOCK_RE = re.compile(
-    r"^(?P<fence>`{3,})[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.MULTILINE | re.DOTALL)
-# Lines by which a model says "the rest stays as it was" instead of writing it out.
-PLACEHOLDER_RE = re.compile(
-    r"^\s*#\s*\.{3}|^\s*#.*\b(rest of (the )?(file|code)|unchanged|same as (before|above|original))\b",
-    re.IGNORECASE | re.MULTILINE)
+    r"^(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=fence)[ \t]*$",
+    re.MULTILINE | re.DOTALL)
+THINK_BLOCK_RE = re.compile(r"<(think|thinking|reasoning)>.*?</\1>", re.IGNORECASE | re.DOTALL)
+THINK_OPEN_RE = re.compile(r"^\s*<(think|thinking|reasoning)>", re.IGNORECASE)
+THINK_CLOSE_RE = re.compile(r"</(think|thinking|reasoning)>", re.IGNORECASE)
+HUNK_HEADER_RE = re.compile(r"^@@.*@@|^@@\s*$")
+DIFF_FILE_RE = re.compile(r"^(?:\+\+\+|---)\s+(?:[ab]/)?(?P<name>\S+)")
+DIFF_LANGS = ("diff", "patch", "udiff")
+PYTHON_LANGS = ("", "python", "py", "python3")
+# Comment lines by which a model may say "the rest stays as it was" instead of writing it out.
+ELISION_HINT_RE = re.compile(
+    r"\b(rest of|unchanged|same as (before|above|the original|original)|existing code|omitted|elided|"
+    r"remains? the same|as before)\b", re.IGNORECASE)
+# Words of a comment that is nothing but an elision marker ("# ... rest unchanged ...", "# (unchanged)").
+ELISION_WORDS = frozenset("""rest of the file code script module function functions method methods class classes
+body bodies everything else all other others remaining existing below above here from on is are remains remain
+stays stay unchanged same as before original omitted for brevity elided previous previously earlier identical
+untouched unmodified and etc not changed no changes shown code keep kept lines line that this these""".split())
+# The placeholders of the prompt's format example (operators/prompts.py EDIT_FORMAT uses these).
+FORMAT_SEARCH_PLACEHOLDER = "<lines copied exactly from the current train.py, indentation and comments included>"
+FORMAT_REPLACE_PLACEHOLDER = "<the lines that replace them>"
+FORMAT_DESCRIPTION_PLACEHOLDER = "<one line, under 100 characters"
 
 MAX_DESCRIPTION_CHARS = 200
 WHOLE_FILE_MIN_FRACTION = 0.5   # a fenced block counts as a whole file from half the old file's lines
+TAB_WIDTH = 4                   # a tab in an indentation counts as this many spaces when matching
 
 
 @dataclass(frozen=True)
 class Edit:
-    """One SEARCH/REPLACE block. `filename` is None when the reply did not name one."""
+    """One SEARCH/REPLACE block (or diff hunk). `filename` is None when the reply did not name one."""
 
     filename: str | None
     search: str
@@ -66,9 +93,18 @@ class Edit:
 class ParsedReply:
     description: str               # "" when the reply has no DESCRIPTION line
     edits: tuple[Edit, ...]        # in reply order
-    whole_file: str | None         # a fenced whole file, only looked for when there are no blocks
+    whole_file: str | None         # a fenced whole file, only looked for when there are no edits
     whole_file_name: str | None    # the file name written just above that fence, if any
     problems: tuple[str, ...]      # what could not be parsed (an unterminated block, ...)
+    from_diff: bool = False        # the edits are a unified diff's hunks
+    echoed_example: bool = False   # some block only repeated the prompt's format example
+    thinking_only: bool = False    # nothing was left once the <think> sections were removed
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    edit: Edit
+    lines: tuple[int, ...]         # 1-based first line of every place its SEARCH part matches
 
 
 @dataclass(frozen=True)
@@ -76,6 +112,15 @@ class ApplyResult:
     source: str                    # the text with every block that matched applied
     applied: int
     failed: tuple[Edit, ...]       # blocks whose SEARCH part matched nowhere
+    ambiguous: tuple[Ambiguous, ...] = ()   # blocks whose SEARCH part matched more than one place
+
+
+@dataclass(frozen=True)
+class Match:
+    """Where an edit's SEARCH part matches: the line numbers, and the result when it is one place."""
+
+    lines: tuple[int, ...]         # 1-based first line of each matching place, () when none
+    source: str | None             # the edited text when exactly one place matched, else None
 
 
 @dataclass(frozen=True)
@@ -90,31 +135,64 @@ class Nearest:
 # Parsing
 
 def parse_reply(text: str, old_source: str = "") -> ParsedReply:
-    """Description, blocks and (when there are no blocks) a whole fenced file from `text`.
+    """Description, blocks (or diff hunks) and, when there are neither, a whole fenced file from `text`.
 
-    `old_source` sets how long a fenced block must be to count as the whole file.
+    `old_source` sets how long a fenced block must be to count as the whole file, and tells a
+    genuine comment from an elision marker.
     """
-    text = (text or "").replace("\r\n", "\n")
+    raw = (text or "").replace("\r\n", "\n")
+    text = strip_thinking(raw)
+    thinking_only = bool(raw.strip()) and not text.strip()
     edits, problems = find_edit_blocks(text)
+    real = [edit for edit in edits if not is_format_example(edit)]
+    echoed = len(real) < len(edits)
+    from_diff = False
     whole, whole_name = (None, None)
     if not edits:
+        real, diff_problems = find_diff_hunks(text)
+        problems += diff_problems
+        from_diff = bool(real)
+    if not edits and not real:
         min_lines = max(1, int(WHOLE_FILE_MIN_FRACTION * len(old_source.splitlines())))
-        whole, whole_name, problem = find_whole_file(text, min_lines)
+        whole, whole_name, problem = find_whole_file(text, min_lines, old_source)
         if problem:
             problems.append(problem)
-    return ParsedReply(description=parse_description(text), edits=tuple(edits), whole_file=whole,
-                       whole_file_name=whole_name, problems=tuple(problems))
+    if thinking_only:
+        problems.append("the reply holds only a <think> section (unterminated, or nothing after it)")
+    return ParsedReply(description=parse_description(text), edits=tuple(real), whole_file=whole,
+                       whole_file_name=whole_name, problems=tuple(problems), from_diff=from_diff,
+                       echoed_example=echoed, thinking_only=thinking_only)
+
+
+def strip_thinking(text: str) -> str:
+    """`text` without its <think>...</think> sections; an unterminated one at the start takes the
+    rest, and a closing tag without an opening one (the template sent it) takes what precedes it."""
+    text = THINK_BLOCK_RE.sub("", text or "")
+    if THINK_OPEN_RE.match(text):
+        return ""
+    closing = list(THINK_CLOSE_RE.finditer(text))
+    if closing:
+        text = text[closing[-1].end():]
+    return text
 
 
 def parse_description(text: str) -> str:
     """The first `DESCRIPTION: ...` line's text, one line, at most MAX_DESCRIPTION_CHARS."""
-    match = DESCRIPTION_RE.search(text or "")
-    if not match:
-        return ""
-    description = " ".join(match.group(1).strip().strip("`*_").split())
-    if len(description) > MAX_DESCRIPTION_CHARS:
-        description = description[:MAX_DESCRIPTION_CHARS - 3].rstrip() + "..."
-    return description
+    for match in DESCRIPTION_RE.finditer(text or ""):
+        description = " ".join(match.group(1).strip().strip("`*_").split())
+        if description.startswith(FORMAT_DESCRIPTION_PLACEHOLDER):
+            continue   # the format example, echoed
+        if len(description) > MAX_DESCRIPTION_CHARS:
+            description = description[:MAX_DESCRIPTION_CHARS - 3].rstrip() + "..."
+        return description
+    return ""
+
+
+def is_format_example(edit: Edit) -> bool:
+    """Whether a block only repeats the prompt's format example instead of quoting train.py."""
+    placeholders = (FORMAT_SEARCH_PLACEHOLDER[:30].lower(), FORMAT_REPLACE_PLACEHOLDER[:20].lower())
+    return any(edit.search.strip().lower().startswith(p) or edit.replace.strip().lower().startswith(p)
+               for p in placeholders)
 
 
 def find_edit_blocks(text: str) -> tuple[list[Edit], list[str]]:
@@ -154,11 +232,95 @@ def find_edit_blocks(text: str) -> tuple[list[Edit], list[str]]:
     return edits, problems
 
 
-def find_whole_file(text: str, min_lines: int) -> tuple[str | None, str | None, str | None]:
+def find_diff_hunks(text: str) -> tuple[list[Edit], list[str]]:
+    """The hunks of the unified diffs in `text` (diff/patch blocks, or bare `@@` hunks) as edits."""
+    edits: list[Edit] = []
+    problems: list[str] = []
+    fenced_spans = []
+    for block in FENCED_BLOCK_RE.finditer(text):
+        body = block.group("body")
+        lang = block.group("lang").lower()
+        looks_like_diff = lang in PYTHON_LANGS and re.match(r"(---|\+\+\+|diff --git|@@)", body)
+        if lang in DIFF_LANGS or looks_like_diff:
+            fenced_spans.append((block.start(), block.end()))
+            found = _hunks(body.split("\n"), fenced=True)
+            if not found:
+                problems.append("a diff block has no +/- lines")
+            edits += found
+    outside = text
+    for start, end in reversed(fenced_spans):
+        outside = outside[:start] + outside[end:]
+    if not edits and any(HUNK_HEADER_RE.match(line) for line in outside.split("\n")):
+        edits += _hunks(outside.split("\n"), fenced=False)
+    return edits, problems
+
+
+def _hunks(lines: list[str], fenced: bool) -> list[Edit]:
+    """The hunks among `lines`; outside a fence only after an `@@` header, up to the first line
+    that is not a hunk line."""
+    edits: list[Edit] = []
+    filename: str | None = None
+    search: list[str] = []
+    replace: list[str] = []
+    changed = False
+    inside = fenced and not any(HUNK_HEADER_RE.match(line) for line in lines)
+
+    def close() -> None:
+        nonlocal search, replace, changed
+        while search and replace and search[-1] == "" and replace[-1] == "":   # blank lines after the hunk
+            search.pop()
+            replace.pop()
+        if changed:
+            edits.append(Edit(filename=filename, search=_join(search), replace=_join(replace)))
+        search, replace, changed = [], [], False
+
+    for index, line in enumerate(lines):
+        next_line = lines[index + 1] if index + 1 < len(lines) else ""
+        header = DIFF_FILE_RE.match(line)
+        if header and (line.startswith("+++") or next_line.startswith("+++")):
+            close()
+            name = header.group("name")
+            if line.startswith("+++") and name != "/dev/null":
+                filename = name
+            elif filename is None and name != "/dev/null":
+                filename = name
+            inside = fenced and not any(HUNK_HEADER_RE.match(rest) for rest in lines[index:])
+            continue
+        if HUNK_HEADER_RE.match(line):
+            close()
+            inside = True
+            continue
+        if line.startswith("diff --git") or line.startswith("index ") or FENCE_RE.match(line):
+            close()
+            inside = False
+            continue
+        if not inside:
+            continue
+        if line.startswith("\\"):        # "\ No newline at end of file"
+            continue
+        if line.startswith("+"):
+            replace.append(line[1:])
+            changed = True
+        elif line.startswith("-"):
+            search.append(line[1:])
+            changed = True
+        elif line.startswith(" ") or line == "":
+            search.append(line[1:])
+            replace.append(line[1:])
+        elif fenced:                       # a context line whose leading space the model dropped
+            search.append(line)
+            replace.append(line)
+        else:
+            close()
+            inside = False
+    close()
+    return edits
+
+
+def find_whole_file(text: str, min_lines: int, old_source: str = "") -> tuple[str | None, str | None, str | None]:
     """(file text, file name above its fence, problem): the longest fenced python (or untagged)
-    block, when it has at least `min_lines` lines and no "rest unchanged" placeholder."""
-    blocks = [m for m in FENCED_BLOCK_RE.finditer(text)
-              if m.group("lang").lower() in ("", "python", "py", "python3")]
+    block, when it has at least `min_lines` lines and no elision placeholder (elision_marker)."""
+    blocks = [m for m in FENCED_BLOCK_RE.finditer(text) if m.group("lang").lower() in PYTHON_LANGS]
     if not blocks:
         return None, None, None
     best = max(blocks, key=lambda m: len(m.group("body")))
@@ -167,12 +329,53 @@ def find_whole_file(text: str, min_lines: int) -> tuple[str | None, str | None, 
     if count < min_lines:
         return None, None, (f"the reply's code block has {count} lines and no SEARCH/REPLACE block; "
                             f"a whole train.py needs at least {min_lines} lines")
-    placeholder = PLACEHOLDER_RE.search(body)
+    placeholder = elision_marker(body, old_source)
     if placeholder:
-        return None, None, f"the whole-file block elides code ({placeholder.group(0).strip()!r})"
+        return None, None, f"the whole-file block elides code ({placeholder!r})"
     preceding = text[:best.start()].rstrip("\n").split("\n")
     name = _as_filename(preceding[-1]) if preceding else None
     return body, name, None
+
+
+def elision_marker(body: str, old_source: str = "") -> str | None:
+    """The first line of `body`, not in the old file, that stands for omitted code (see docs/llm.md), or None."""
+    old_lines = {line.strip() for line in old_source.splitlines()}
+    hinted = None
+    for line in body.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped in old_lines:
+            continue
+        if stripped in ("...", "\u2026") or re.fullmatch(r"(\.\.\.|\u2026)\s*#.*", stripped):
+            return stripped
+        if not stripped.startswith("#"):
+            continue
+        comment = stripped.lstrip("#").strip()
+        words = re.findall(r"[a-z]+", comment.lower())
+        dots = comment.startswith("...") or comment.startswith("\u2026")
+        if dots or (words and all(w in ELISION_WORDS for w in words) and ELISION_HINT_RE.search(comment)):
+            return stripped
+        if hinted is None and ELISION_HINT_RE.search(comment):
+            hinted = stripped
+    if hinted is not None and _lost_definitions(body, old_source):
+        return hinted
+    return None
+
+
+def _lost_definitions(new_source: str, old_source: str) -> bool:
+    """Whether `new_source` lacks a function or class name `old_source` defines (True when it
+    does not parse)."""
+    def names(source: str) -> set[str]:
+        return {node.name for node in ast.walk(ast.parse(source))
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    try:
+        new_names = names(new_source)
+    except (SyntaxError, ValueError):
+        return True
+    try:
+        old_names = names(old_source)
+    except (SyntaxError, ValueError):
+        return False
+    return bool(old_names - new_names)
 
 
 def edits_to_other_files(edits: tuple[Edit, ...] | list[Edit], target: str = "train.py") -> list[str]:
@@ -185,6 +388,7 @@ def edits_to_other_files(edits: tuple[Edit, ...] | list[Edit], target: str = "tr
 
 
 def is_target(filename: str, target: str = "train.py") -> bool:
+    """Whether `filename` names `target` (by base name)."""
     return re.split(r"[/\\]", filename.strip())[-1] == target
 
 
@@ -219,20 +423,24 @@ def _with_newline(text: str) -> str:
 # Applying
 
 def apply_edits(source: str, edits: tuple[Edit, ...] | list[Edit]) -> ApplyResult:
-    """Apply the blocks in order; a block that matches nowhere is skipped and reported, unless
-    its REPLACE part is already in the file (a fix reply repeating an applied block)."""
+    """Apply the blocks in order; a block that matches nowhere is skipped and reported (unless
+    its REPLACE part is already in the file: a fix reply repeating an applied block), and so is
+    one that matches more than one place."""
     failed = []
+    ambiguous = []
     applied = 0
     for edit in edits:
-        new_source = apply_edit(source, edit)
-        if new_source is None and _already_applied(source, edit):
-            new_source = source  # a fix reply that repeats a block which was applied before
-        if new_source is None:
-            failed.append(edit)
-        else:
-            source = new_source
+        match = match_edit(source, edit)
+        if match.source is not None:
+            source = match.source
             applied += 1
-    return ApplyResult(source=source, applied=applied, failed=tuple(failed))
+        elif len(match.lines) > 1:
+            ambiguous.append(Ambiguous(edit, match.lines))
+        elif _already_applied(source, edit):
+            applied += 1   # a fix reply that repeats a block which was applied before
+        else:
+            failed.append(edit)
+    return ApplyResult(source=source, applied=applied, failed=tuple(failed), ambiguous=tuple(ambiguous))
 
 
 def _already_applied(source: str, edit: Edit) -> bool:
@@ -242,42 +450,69 @@ def _already_applied(source: str, edit: Edit) -> bool:
 
 
 def apply_edit(source: str, edit: Edit) -> str | None:
-    """`source` with the block applied, or None when its SEARCH part matches nowhere (an empty
-    SEARCH part matches nowhere: the model must quote the lines it replaces)."""
+    """`source` with the block applied, or None when its SEARCH part matches nowhere or in more
+    than one place (an empty SEARCH part matches nowhere: the model must quote the lines)."""
+    return match_edit(source, edit).source
+
+
+def match_edit(source: str, edit: Edit) -> Match:
+    """Where the block's SEARCH part matches `source`, by the first way that finds it (exact at a
+    line start; whitespace-tolerant; with an indentation shift), and the result when unique."""
     search, replace = _with_newline(edit.search), _with_newline(edit.replace)
     if not search.strip():
-        return None
+        return Match((), None)
     # 1. exact, at a line start
-    start = 0
-    while True:
-        index = source.find(search, start)
-        if index < 0:
-            break
+    starts = []
+    index = source.find(search)
+    while index >= 0:
         if index == 0 or source[index - 1] == "\n":
-            return source[:index] + replace + source[index + len(search):]
-        start = index + 1
+            starts.append(index)
+        index = source.find(search, index + 1)
+    if starts:
+        lines = tuple(source.count("\n", 0, start) + 1 for start in starts)
+        if len(starts) > 1:
+            return Match(lines, None)
+        return Match(lines, source[:starts[0]] + replace + source[starts[0] + len(search):])
     file_lines = source.splitlines(keepends=True)
     search_lines = search.splitlines()
     replace_lines = replace.splitlines()
-    # 2. ignoring trailing whitespace; 3. with the block's indentation shifted uniformly
+    # 2. ignoring trailing whitespace and tabs against spaces; 3. with the indentation shifted uniformly
     for loose in (False, True):
+        found = []
         for i in range(len(file_lines) - len(search_lines) + 1):
             window = [line.rstrip("\r\n") for line in file_lines[i:i + len(search_lines)]]
             new_lines = _match_window(window, search_lines, replace_lines, loose)
             if new_lines is not None:
-                ending = "\n" if file_lines[i + len(search_lines) - 1].endswith("\n") or \
-                    i + len(search_lines) < len(file_lines) else ""
-                middle = "\n".join(new_lines) + ending if new_lines else ""
-                return "".join(file_lines[:i]) + middle + "".join(file_lines[i + len(search_lines):])
-    return None
+                found.append((i, new_lines))
+        if len(found) > 1:
+            return Match(tuple(i + 1 for i, _ in found), None)
+        if found:
+            [(i, new_lines)] = found
+            ending = "\n" if file_lines[i + len(search_lines) - 1].endswith("\n") or \
+                i + len(search_lines) < len(file_lines) else ""
+            middle = "\n".join(new_lines) + ending if new_lines else ""
+            return Match((i + 1,), "".join(file_lines[:i]) + middle + "".join(file_lines[i + len(search_lines):]))
+    return Match((), None)
+
+
+def _indent(line: str) -> str:
+    return line[:len(line) - len(line.lstrip())]
+
+
+def _spaces(line: str) -> str:
+    """The line with its indentation's tabs expanded and trailing whitespace dropped."""
+    return _indent(line).expandtabs(TAB_WIDTH) + line.strip()
 
 
 def _match_window(window: list[str], search: list[str], replace: list[str], loose: bool) -> list[str] | None:
-    """The replacement lines if `window` matches `search` (else None): trailing whitespace is
-    ignored; with `loose`, so is a uniform indentation shift, which the replacement then gets."""
+    """The replacement lines if `window` matches `search` (else None): trailing whitespace and
+    tabs against spaces are ignored; with `loose`, so is a uniform indentation shift, which the
+    replacement then gets. The replacement is indented in the window's style (tabs or spaces)."""
+    uses_tabs = any("\t" in _indent(line) for line in window)
+    search_tabs = any("\t" in _indent(line) for line in search + replace)
     if not loose:
-        if all(a.rstrip() == b.rstrip() for a, b in zip(window, search)):
-            return replace
+        if all(_spaces(a) == _spaces(b) for a, b in zip(window, search)):
+            return _restyle(replace, uses_tabs) if uses_tabs != search_tabs else replace
         return None
     added = None
     for file_line, search_line in zip(window, search):
@@ -285,26 +520,34 @@ def _match_window(window: list[str], search: list[str], replace: list[str], loos
             continue
         if file_line.strip() != search_line.strip():
             return None
-        file_indent = file_line[:len(file_line) - len(file_line.lstrip())]
-        search_indent = search_line[:len(search_line) - len(search_line.lstrip())]
-        if file_indent.endswith(search_indent):
-            shift = ("+", file_indent[:len(file_indent) - len(search_indent)])
-        elif search_indent.endswith(file_indent):
-            shift = ("-", search_indent[:len(search_indent) - len(file_indent)])
-        else:
-            return None
-        if shift[1] == "":
-            shift = ("+", "")
+        shift = len(_spaces(file_line)) - len(file_line.strip()) - (len(_spaces(search_line)) - len(search_line.strip()))
         if added is None:
             added = shift
         elif added != shift:
             return None
     if added is None:
         return None
-    sign, prefix = added
-    if sign == "+":
-        return [prefix + line if line.strip() else line for line in replace]
-    return [line[len(prefix):] if line.startswith(prefix) else line.lstrip() for line in replace]
+    shifted = []
+    for line in replace:
+        if not line.strip():
+            shifted.append(line)
+            continue
+        width = len(_indent(line).expandtabs(TAB_WIDTH)) + added
+        shifted.append(" " * max(0, width) + line.strip())
+    return _restyle(shifted, uses_tabs)
+
+
+def _restyle(lines: list[str], tabs: bool) -> list[str]:
+    """`lines` indented with tabs (TAB_WIDTH spaces each) or with spaces only."""
+    styled = []
+    for line in lines:
+        if not line.strip():
+            styled.append(line)
+            continue
+        width = len(_indent(line).expandtabs(TAB_WIDTH))
+        indent = "\t" * (width // TAB_WIDTH) + " " * (width % TAB_WIDTH) if tabs else " " * width
+        styled.append(indent + line.lstrip())
+    return styled
 
 
 # ---------------------------------------------------------------------------------------------

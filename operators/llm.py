@@ -9,17 +9,22 @@ reads the reply):
 
 1. The model gets the brief, the budget, the noise floor, the island's recent experiments and the
    parent's train.py (crossover: both lineages' diffs and the first parent's file), and answers
-   with `DESCRIPTION: ...` and SEARCH/REPLACE blocks (or a whole file in one ```python block).
-2. Blocks whose SEARCH part matches nowhere (exactly, then ignoring trailing whitespace, then with a
-   uniform indentation shift) are sent back with the nearest lines of the file, up to
-   `max_fix_rounds` times; the blocks that matched stay applied.
-3. A result that does not compile gets one round with the SyntaxError and the lines around it.
-4. The result must differ from the parent as a program (not only in comments or formatting).
+   with `DESCRIPTION: ...` and SEARCH/REPLACE blocks (or a unified diff, or a whole file in one
+   ```python / ~~~python block); <think> sections are dropped before the reply is read.
+2. A reply cut off at max_tokens (finish_reason "length") is never applied as it stands: the model
+   is asked to continue it, up to CONTINUATION_ROUNDS times.
+3. Blocks (or diff hunks) whose SEARCH part matches nowhere (exactly, then ignoring trailing
+   whitespace and tabs against spaces, then with a uniform indentation shift), or matches more
+   than one place, are sent back with the nearest lines of the file or the matching line numbers,
+   up to `max_fix_rounds` times; the blocks that matched stay applied.
+4. A result that does not compile gets one round with the SyntaxError and the lines around it.
+5. The result must differ from the parent as a program (not only in comments or formatting).
 
 Refusals (NoCandidate, the message starting with the operator's name): a reply that edits any
 file other than train.py is refused as a whole ("edit to prepare.py refused"): its other blocks
 may depend on the refused one, and silently dropping part of an idea would measure something the
-model did not propose. Likewise an empty reply, a reply without any edit, blocks that still miss
+model did not propose. A reply whose only block repeats the prompt's format example is refused at
+once (no fix round). Likewise an empty reply, a reply without any edit, blocks that still miss
 after the fix rounds, a result that still does not compile, "no change", and every remote-side
 failure ("llm error: <Type>: <message>", keys redacted). Nothing else is raised for remote-side
 problems; a wrong number of parents is a programming error (ValueError), as for the offline
@@ -56,8 +61,8 @@ from typing import Any
 
 from operators import keys, prompts
 from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
-from operators.edits import (apply_edits, edits_to_other_files, is_target, nearest_lines, parse_reply,
-                             same_program, syntax_error)
+from operators.edits import (FORMAT_SEARCH_PLACEHOLDER, ApplyResult, apply_edits, edits_to_other_files, is_target,
+                             nearest_lines, parse_description, parse_reply, same_program, syntax_error)
 
 # Defaults of the knobs below; evolve/config.py's llm.* and evolve/llm_choice.py read these.
 DEFAULT_MODEL = "anthropic/claude-sonnet-4-5"
@@ -67,6 +72,7 @@ DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_NUM_RETRIES = 2
 DEFAULT_MAX_FIX_ROUNDS = 2
 SYNTAX_FIX_ROUNDS = 1
+CONTINUATION_ROUNDS = 2   # times a reply cut off at max_tokens is asked to continue
 MAX_REASON_CHARS = 300
 
 _litellm = None
@@ -263,17 +269,33 @@ class _LLMOperator:
         if len(parents) != self.arity:
             raise ValueError(f"{self.name} takes exactly {self.arity} parent(s), got {len(parents)}")
 
+    def _ask_whole(self, conversation: _Conversation, follow_up: str | None = None) -> str:
+        """One reply, made whole: a reply cut off at max_tokens is never used as it stands; the
+        model is asked to continue it up to CONTINUATION_ROUNDS times, then NoCandidate."""
+        reply, finish = conversation.ask(follow_up)
+        rounds = 0
+        while finish == "length":
+            if not reply.strip():
+                raise conversation.fail("empty reply (the reply was cut off at max_tokens)")
+            if rounds >= CONTINUATION_ROUNDS:
+                raise conversation.fail(f"reply cut off at max_tokens ({self.max_tokens}), still cut off after "
+                                        f"{rounds} request(s) to continue")
+            rounds += 1
+            more, finish = conversation.ask(prompts.CONTINUE_REQUEST)
+            # a model that starts over (a new DESCRIPTION line) replaces the cut reply
+            reply = more if parse_description(more) and parse_description(reply) else reply + more
+        return reply
+
     def _edit(self, conversation: _Conversation, base: str) -> tuple[str, str]:
         """Run the conversation until its edits apply and compile: (new source, description)."""
-        reply, finish = conversation.ask()
+        reply = self._ask_whole(conversation)
         source = base
         description = ""
         match_rounds = syntax_rounds = 0
         first = True
         while True:
-            cut = " (the reply was cut off at max_tokens)" if finish == "length" else ""
             if not reply.strip():
-                raise conversation.fail(f"empty reply{' to a fix request' if not first else ''}{cut}")
+                raise conversation.fail(f"empty reply{' to a fix request' if not first else ''}")
             parsed = parse_reply(reply, source)
             description = description or parsed.description
             others = edits_to_other_files(parsed.edits)
@@ -281,38 +303,54 @@ class _LLMOperator:
                 others.append(parsed.whole_file_name)
             if others:
                 raise conversation.fail(f"edit to {', '.join(others)} refused (only train.py may change)")
+            if parsed.echoed_example and not parsed.edits:
+                raise conversation.fail("the reply repeats the prompt's format example "
+                                        f"({FORMAT_SEARCH_PLACEHOLDER[:40]}...) instead of lines of train.py")
             if parsed.edits:
                 result = apply_edits(source, parsed.edits)
                 source = result.source
-                if result.failed:
+                if result.failed or result.ambiguous:
                     if match_rounds >= self.max_fix_rounds:
-                        first_line = next((line.strip() for line in result.failed[0].search.splitlines()
-                                           if line.strip()), "")
-                        raise conversation.fail(
-                            f"{len(result.failed)} SEARCH block(s) did not match train.py after "
-                            f"{match_rounds} fix round(s) (first: {first_line[:80]!r})")
+                        raise conversation.fail(self._unapplied_reason(result, match_rounds))
                     match_rounds += 1
                     failures = [(edit, nearest_lines(source, edit.search)) for edit in result.failed]
-                    reply, finish = conversation.ask(prompts.mismatch_feedback(failures, result.applied))
+                    reply = self._ask_whole(conversation, prompts.mismatch_feedback(
+                        failures, result.applied, result.ambiguous, parsed.from_diff))
                     first = False
                     continue
             elif parsed.whole_file is not None:
                 source = parsed.whole_file
             else:
                 why = "; ".join(parsed.problems) or "no SEARCH/REPLACE block and no whole-file code block"
-                raise conversation.fail(f"no edit in {'reply' if first else 'fix reply'}: {why}{cut}")
+                raise conversation.fail(f"no edit in {'reply' if first else 'fix reply'}: {why}")
             error = syntax_error(source)
             if error is not None:
                 if syntax_rounds >= SYNTAX_FIX_ROUNDS:
                     raise conversation.fail(f"result does not compile: SyntaxError: {error.msg} (line {error.lineno})")
                 syntax_rounds += 1
-                reply, finish = conversation.ask(prompts.syntax_feedback(error, source))
+                reply = self._ask_whole(conversation, prompts.syntax_feedback(error, source))
                 first = False
                 continue
             break
         if same_program(source, base):
             raise conversation.fail("no change" + ("" if source == base else " (only comments or formatting differ)"))
         return source, description
+
+    @staticmethod
+    def _unapplied_reason(result: ApplyResult, rounds: int) -> str:
+        """Why the blocks still left unapplied after the fix rounds end the proposal."""
+        parts = []
+        if result.failed:
+            first_line = next((line.strip() for line in result.failed[0].search.splitlines() if line.strip()), "")
+            parts.append(f"{len(result.failed)} SEARCH block(s) did not match train.py after {rounds} fix round(s) "
+                         f"(first: {first_line[:80]!r})")
+        if result.ambiguous:
+            item = result.ambiguous[0]
+            first_line = next((line.strip() for line in item.edit.search.splitlines() if line.strip()), "")
+            places = ", ".join(str(line) for line in item.lines)
+            parts.append(f"{len(result.ambiguous)} SEARCH block(s) matched train.py in more than one place after "
+                         f"{rounds} fix round(s) (first: {first_line[:80]!r} at lines {places})")
+        return "; ".join(parts)
 
 
 class LLMMutation(_LLMOperator):

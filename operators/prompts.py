@@ -15,7 +15,8 @@ import re
 from typing import Sequence
 
 from operators.candidate import Attempt, Parent, ProposalContext
-from operators.edits import Edit, Nearest, lines_around, unified_diff
+from operators.edits import (FORMAT_DESCRIPTION_PLACEHOLDER, FORMAT_REPLACE_PLACEHOLDER, FORMAT_SEARCH_PLACEHOLDER,
+                             Ambiguous, Edit, Nearest, lines_around, unified_diff)
 
 TARGET = "train.py"
 MAX_HISTORY = 20           # most recent experiments shown
@@ -33,18 +34,18 @@ val_bpb on held-out text (lower is better). You propose the next experiment as p
 Be concrete, keep the code correct and runnable, and avoid repeating experiments that already
 failed."""
 
-EDIT_FORMAT = """\
+EDIT_FORMAT = f"""\
 Answer in this format:
 
-DESCRIPTION: <one line, under 100 characters, saying what changed, e.g. "MATRIX_LR 0.04 -> 0.06">
+DESCRIPTION: {FORMAT_DESCRIPTION_PLACEHOLDER}, saying what changed, e.g. "MATRIX_LR 0.04 -> 0.06">
 
 then one or more SEARCH/REPLACE blocks that edit train.py:
 
 train.py
 <<<<<<< SEARCH
-<lines copied exactly from the current train.py, indentation and comments included>
+{FORMAT_SEARCH_PLACEHOLDER}
 =======
-<the lines that replace them>
+{FORMAT_REPLACE_PLACEHOLDER}
 >>>>>>> REPLACE
 
 Rules:
@@ -270,23 +271,40 @@ def crossover_messages(first: Parent, second: Parent, context: ProposalContext |
 # ---------------------------------------------------------------------------------------------
 # Follow-ups within one proposal
 
-def mismatch_feedback(failures: Sequence[tuple[Edit, Nearest | None]], applied: int) -> str:
-    """Tell the model which SEARCH parts matched nowhere, with the file's nearest lines."""
-    count = len(failures)
-    parts = [f"{count} of your SEARCH/REPLACE blocks did not match train.py exactly, so "
+def mismatch_feedback(failures: Sequence[tuple[Edit, Nearest | None]], applied: int,
+                      ambiguous: Sequence[Ambiguous] = (), from_diff: bool = False) -> str:
+    """Tell the model which SEARCH parts matched nowhere (with the file's nearest lines) and which
+    matched more than one place (with their line numbers)."""
+    count = len(failures) + len(ambiguous)
+    what = "hunks of your diff" if from_diff else "SEARCH/REPLACE blocks"
+    parts = [f"{count} of your {what} could not be applied to train.py, so "
              f"{'it was' if count == 1 else 'they were'} not applied."
-             + (f" The other {applied} block{'s were' if applied != 1 else ' was'} applied and "
-                f"{'are' if applied != 1 else 'is'} now part of the file." if applied else "")]
+             + (f" The other {applied} {'hunk' if from_diff else 'block'}{'s were' if applied != 1 else ' was'} "
+                f"applied and {'are' if applied != 1 else 'is'} now part of the file." if applied else "")]
+    if from_diff:
+        parts.append("A diff hunk is applied where its context and removed lines appear in the file; the "
+                     "failed hunks are shown below as SEARCH/REPLACE blocks.")
     for number, (edit, nearest) in enumerate(failures, 1):
-        parts.append(f"## Failed block {number}\n\n{edit.render()}")
+        parts.append(f"## Failed block {number}: its SEARCH part did not match\n\n{edit.render()}")
         if nearest is None:
             parts.append("Its SEARCH part is empty: quote the lines to replace.")
         else:
             parts.append(f"The closest lines in the current train.py (lines {nearest.first_line}-"
                          f"{nearest.last_line}, {100 * nearest.similarity:.0f}% similar):\n\n{fenced(nearest.text)}")
+    for number, item in enumerate(ambiguous, len(failures) + 1):
+        places = ", ".join(str(line) for line in item.lines)
+        parts.append(f"## Failed block {number}: its SEARCH part is ambiguous\n\n{item.edit.render()}\n\nIts SEARCH part matches "
+                     f"train.py in {len(item.lines)} places (starting at lines {places}). Include more lines "
+                     f"around the place you mean (before or after) so that it matches exactly one.")
     parts.append("Reply with corrected SEARCH/REPLACE blocks for the failed blocks only, copying the "
                  "SEARCH lines exactly from the file as it is now. No DESCRIPTION line is needed.")
     return "\n\n".join(parts)
+
+
+CONTINUE_REQUEST = """\
+Your reply was cut off at the length limit (max_tokens), so nothing of it was applied. Continue
+exactly where it stopped: start with the next character, repeat nothing, and finish the block you
+were writing. Keep the rest short: no more explanation, only the remaining edits."""
 
 
 def syntax_feedback(error: SyntaxError, source: str) -> str:

@@ -169,3 +169,47 @@ def test_a_candidate_that_trains_outside_the_counted_time_is_over_budget(tmp_pat
     assert "not counted as training" in warmed.reason and "baseline allows" in warmed.reason
     honest = next(e for e in state.experiments if e.description == "learning rate 0.012")
     assert honest.outcome == "ok"
+
+
+def test_llm_replies_in_real_models_shapes_become_candidates(tmp_path: Path):
+    """Issue 19: a diff with wrong line numbers, a think block before a ~~~ whole file, a reply cut
+    off at max_tokens and continued, bare @@ hunks and an echoed format example, through a whole run."""
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "shapes"
+    diff = ("DESCRIPTION: decay 0.1 -> 0.2\n\n```diff\n--- a/train.py\n+++ b/train.py\n@@ -30,3 +30,3 @@\n"
+            " WIDTH = 64\n-DECAY = 0.1\n+DECAY = 0.2\n \n```\n")
+    crashing = whole_file("break the run on purpose", "0.004", extra="\nraise RuntimeError('boom')")
+    crashing = crashing.replace("DECAY = 0.1", "DECAY = 0.2").replace("```python", "~~~python").replace("```", "~~~")
+    think = ("<think>\nA width of 1 would be fast:\ntrain.py\n<<<<<<< SEARCH\nWIDTH = 64\n=======\nWIDTH = 1\n"
+             ">>>>>>> REPLACE\nNo.\n</think>\n" + crashing)
+    cut = "DESCRIPTION: a far too small learning rate\ntrain.py\n<<<<<<< SEARCH\nLEARNING_RATE = 0.004\n===="
+    rest = "===\nLEARNING_RATE = 0.0001\n>>>>>>> REPLACE\n"
+    hunk = "DESCRIPTION: learning rate 0.01\nHere is the change:\n@@ -7 +7 @@\n-LEARNING_RATE = 0.004\n+LEARNING_RATE = 0.01\n"
+    echo = ("DESCRIPTION: <one line, under 100 characters>\ntrain.py\n<<<<<<< SEARCH\n"
+            "<lines copied exactly from the current train.py, indentation and comments included>\n=======\n"
+            "<the lines that replace them>\n>>>>>>> REPLACE\n")
+    with ScriptedLLM() as server:
+        server.script(Reply(diff), Reply(think), Reply(cut, finish_reason="length"), Reply(rest), Reply(hunk),
+                      Reply(echo))
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "islands=1", "selection=ratchet", "task=custom", f"task.dir={task}",
+             "task.budget_s=0.05", "run.max_experiments=7", f"run.dir={run_dir}", "llm=local",
+             f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=0"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        requests = server.chat_requests
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_state(run_dir, 1, population_size=1)
+    llm = {e.description: e for e in state.experiments if e.operator == "llm_mutation"}
+    assert llm["decay 0.1 -> 0.2"].status == "keep"
+    crashed = llm["break the run on purpose"]
+    assert crashed.status == "crash" and "boom" in crashed.reason
+    assert llm["a far too small learning rate"].status == "discard"
+    assert llm["learning rate 0.01"].status == "keep"
+    assert len(requests) >= 6 and "cut off at the length limit" in requests[3]["body"]["messages"][-1]["content"]
+    failures = [e for e in state.events if isinstance(e, OperatorFailure)]
+    assert any("repeats the prompt's format example" in f.reason for f in failures), [f.reason for f in failures]
+    # the think block's draft (WIDTH = 1) was never trained
+    sources = [subprocess.run(["git", "-C", str(run_dir / "lab"), "show", f"{e.commit}:train.py"],
+                              capture_output=True, text=True, check=True).stdout for e in state.experiments]
+    assert len(sources) >= 5 and all("WIDTH = " in source and "WIDTH = 1\n" not in source for source in sources)

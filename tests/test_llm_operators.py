@@ -10,8 +10,9 @@ import pytest
 
 from operators import prompts
 from operators.candidate import Attempt, Candidate, NoCandidate, Parent, ProposalContext
-from operators.edits import (Edit, apply_edit, apply_edits, find_edit_blocks, nearest_lines, parse_reply,
-                             same_program)
+from operators.edits import (FORMAT_SEARCH_PLACEHOLDER, Edit, apply_edit, apply_edits, elision_marker,
+                             find_diff_hunks, find_edit_blocks, match_edit, nearest_lines, parse_reply,
+                             same_program, strip_thinking)
 from operators.llm import LLMCrossover, LLMMutation, describe_error, redact
 from operators.registry import OPERATORS, make_operator
 from tests.llm_server import Close, Delay, Empty, Garbage, Reply, ScriptedLLM, Status
@@ -385,3 +386,221 @@ def test_local_server_without_any_key_and_key_from_a_named_variable(server, monk
     assert "local-secret" not in repr(op) and "local-secret" not in str(vars(op))
     assert propose(op, [parent()], context()).parents == ("a" * 40,)
     assert all(request["authorized"] for request in server.chat_requests)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reply shapes real models send (issue 19): over HTTP, then the parser alone
+
+DIFF_REPLY = """\
+Longer warmdown and a higher matrix LR.
+
+DESCRIPTION: WARMDOWN_FRAC 0.5 -> 0.7, MATRIX_LR 0.04 -> 0.05
+
+```diff
+--- a/train.py
++++ b/train.py
+@@ -40,3 +40,3 @@
+ DEPTH = 4  # transformer blocks
+-MATRIX_LR = 0.04
+-WARMDOWN_FRAC = 0.5
++MATRIX_LR = 0.05
++WARMDOWN_FRAC = 0.7
+@@ -90,4 +90,4 @@ def train():
+ def train():
+-    total = 0.0
++    total = 0.5
+     for step in range(10):
+```
+"""
+
+REAL_FORWARD = "    def forward(self, x, cos, sin, ve=None):\n"
+
+
+def test_think_block_drafts_are_never_applied(server):
+    draft = block("DEPTH = 4  # transformer blocks", "DEPTH = 64  # transformer blocks")
+    reply = f"<think>\nMaybe a much deeper model?\n{draft}\nNo, too slow. Raise the LR instead.\n</think>\n{GOOD_REPLY}"
+    server.script(Reply(reply))
+    candidate = propose(mutation(server), [parent()], context())
+    assert "DEPTH = 4  # transformer blocks" in candidate.source and "MATRIX_LR = 0.06\n" in candidate.source
+
+
+def test_reply_that_is_only_an_unterminated_think_block_gives_no_candidate(server):
+    server.script(Reply("<think>\nLet me consider " + block("MATRIX_LR = 0.04", "MATRIX_LR = 0.9")))
+    with pytest.raises(NoCandidate, match=r"no edit in reply: .*only a <think> section"):
+        propose(mutation(server), [parent()], context())
+    assert len(server.chat_requests) == 1
+
+
+def test_unified_diff_is_applied_by_context_despite_wrong_line_numbers(server):
+    server.script(Reply(DIFF_REPLY))
+    candidate = propose(mutation(server), [parent()], context())
+    assert "MATRIX_LR = 0.05\nWARMDOWN_FRAC = 0.7\n" in candidate.source
+    assert "    total = 0.5\n    for step in range(10):" in candidate.source
+    assert candidate.description == "WARMDOWN_FRAC 0.5 -> 0.7, MATRIX_LR 0.04 -> 0.05"
+    assert len(server.chat_requests) == 1
+
+
+def test_diff_hunk_that_matches_nowhere_gets_a_fix_round_asking_for_search_replace(server):
+    wrong = "DESCRIPTION: lr\n```diff\n@@ -1,2 +1,2 @@\n LEARNING_RATE = 3e-4\n-BATCH = 8\n+BATCH = 16\n```\n"
+    server.script(Reply(wrong), Reply(block("MATRIX_LR = 0.04", "MATRIX_LR = 0.05")))
+    candidate = propose(mutation(server), [parent()], context())
+    assert "MATRIX_LR = 0.05\n" in candidate.source and candidate.description == "lr"
+    follow_up = server.chat_requests[1]["body"]["messages"][-1]["content"]
+    assert "hunks of your diff" in follow_up and "<<<<<<< SEARCH\nLEARNING_RATE = 3e-4\nBATCH = 8\n" in follow_up
+    assert "Reply with corrected SEARCH/REPLACE blocks" in follow_up
+
+
+def test_diff_to_prepare_py_is_refused(server):
+    server.script(Reply("```diff\n--- a/prepare.py\n+++ b/prepare.py\n@@ -1 +1 @@\n-TIME_BUDGET = 300\n+TIME_BUDGET = 3000\n```"))
+    with pytest.raises(NoCandidate, match="edit to prepare.py refused"):
+        propose(mutation(server), [parent()], context())
+
+
+def test_tilde_fenced_whole_file_is_accepted(server):
+    new = TRAIN.replace("DEPTH = 4", "DEPTH = 6")
+    server.script(Reply(f"DESCRIPTION: depth 6\n\n~~~python\n{new}~~~\n"))
+    candidate = propose(mutation(server), [parent()], context())
+    assert candidate.source == new and candidate.description == "depth 6"
+
+
+def test_reply_cut_off_at_max_tokens_is_continued_before_anything_is_applied(server):
+    cut = ("DESCRIPTION: lr and warmdown\n" + block("MATRIX_LR = 0.04", "MATRIX_LR = 0.05")
+           + "train.py\n<<<<<<< SEARCH\nWARMDOWN_FRAC = 0.5\n===")
+    server.script(Reply(cut, finish_reason="length"), Reply("====\nWARMDOWN_FRAC = 0.8\n>>>>>>> REPLACE\n"))
+    candidate = propose(mutation(server), [parent()], context())
+    assert "MATRIX_LR = 0.05\n" in candidate.source and "WARMDOWN_FRAC = 0.8\n" in candidate.source
+    second = server.chat_requests[1]["body"]["messages"]
+    assert second[-2] == {"role": "assistant", "content": cut}
+    assert "cut off at the length limit" in second[-1]["content"]
+
+
+def test_reply_cut_off_every_time_is_never_applied(server):
+    cut = "DESCRIPTION: lr\n" + block("MATRIX_LR = 0.04", "MATRIX_LR = 0.05") + "<<<<<<< SEARCH\nDEPTH = 4"
+    server.script(*[Reply(cut if i == 0 else "  # transformer", finish_reason="length") for i in range(3)])
+    with pytest.raises(NoCandidate, match=r"reply cut off at max_tokens \(8192\), still cut off after 2 request") as caught:
+        propose(mutation(server), [parent()], context())
+    assert len(server.chat_requests) == 3 and caught.value.cost.completion_tokens > 0
+
+
+def test_model_restarting_after_a_cut_replaces_the_cut_reply(server):
+    cut = "DESCRIPTION: lr\ntrain.py\n<<<<<<< SEARCH\nMATRIX_LR = 0.04\n=======\nMATRIX_LR = 0.0"
+    server.script(Reply(cut, finish_reason="length"), Reply(GOOD_REPLY))
+    candidate = propose(mutation(server), [parent()], context())
+    assert "MATRIX_LR = 0.06\n" in candidate.source and candidate.description == "MATRIX_LR 0.04 -> 0.06"
+
+
+def test_ambiguous_search_is_refused_with_its_line_numbers_then_fixed(server):
+    source = TASK_TRAIN.read_text()
+    scaled = "    def forward(self, x, cos, sin, ve=None, scale=1.0):"
+    ambiguous = block(REAL_FORWARD.rstrip("\n"), scaled)
+    precise = block(REAL_FORWARD + "        x = x + self.attn(norm(x), cos, sin, ve)",
+                    scaled + "\n        x = x + scale * self.attn(norm(x), cos, sin, ve)")
+    server.script(Reply("DESCRIPTION: scale the attention branch\n" + ambiguous), Reply(precise))
+    candidate = propose(mutation(server), [parent(source)], context())
+    lines = candidate.source.splitlines()
+    assert lines[86] == REAL_FORWARD.rstrip("\n") and lines[117] == scaled   # Attention's untouched, Block's edited
+    assert lines[118] == "        x = x + scale * self.attn(norm(x), cos, sin, ve)"
+    follow_up = server.chat_requests[1]["body"]["messages"][-1]["content"]
+    assert "matches train.py in 2 places (starting at lines 87, 118)" in follow_up
+
+
+def test_ambiguous_search_is_never_applied_to_a_guessed_match(server):
+    ambiguous = "DESCRIPTION: x\n" + block(REAL_FORWARD.rstrip("\n"), REAL_FORWARD.rstrip("\n") + "  # edited")
+    server.script(Reply(ambiguous), Reply(ambiguous))
+    with pytest.raises(NoCandidate, match=r"1 SEARCH block\(s\) matched train.py in more than one place after 1 "
+                                          r"fix round\(s\) \(first: 'def forward\(self, x, cos, sin, ve=None\):' "
+                                          r"at lines 87, 118\)"):
+        propose(mutation(server, max_fix_rounds=1), [parent(TASK_TRAIN.read_text())], context())
+
+
+def test_tabs_and_trailing_spaces_in_search_still_match(server):
+    tabbed = block("def train():\n\ttotal = 0.0   \n\tfor step in range(10):",
+                   "def train():\n\ttotal = 1.0\n\tfor step in range(10):")
+    server.script(Reply("DESCRIPTION: start at 1\n" + tabbed))
+    candidate = propose(mutation(server), [parent()], context())
+    assert "def train():\n    total = 1.0\n    for step in range(10):\n" in candidate.source
+
+
+def test_whole_file_with_a_genuine_unchanged_comment_is_accepted(server):
+    new = TRAIN.replace("DEPTH = 4", "DEPTH = 6").replace(
+        "def lr_multiplier", "# the peak LR stays unchanged; only the warmdown shape matters\ndef lr_multiplier")
+    server.script(Reply(f"DESCRIPTION: depth 6\n```python\n{new}```\n"))
+    assert propose(mutation(server), [parent()], context()).source == new
+
+
+def test_echoed_format_example_is_refused_without_a_fix_round(server):
+    echo = f"DESCRIPTION: <one line, under 100 characters>\n\n" + block(FORMAT_SEARCH_PLACEHOLDER, "<the lines that replace them>")
+    server.script(Reply(echo), Reply(GOOD_REPLY))
+    with pytest.raises(NoCandidate, match=r"llm_mutation: the reply repeats the prompt's format example"):
+        propose(mutation(server), [parent()], context())
+    assert len(server.chat_requests) == 1
+    assert FORMAT_SEARCH_PLACEHOLDER in prompts.EDIT_FORMAT   # the parser knows the prompt's example
+
+
+def test_strip_thinking_variants():
+    assert strip_thinking("<think>a</think>b<THINKING>c</THINKING>d") == "bd"
+    assert strip_thinking("  <think>\nunterminated " + GOOD_REPLY) == ""
+    assert strip_thinking("drafts the template opened\n</think>\nanswer") == "\nanswer"
+    assert strip_thinking("no think at all") == "no think at all"
+
+
+def test_diff_hunks_parse_fenced_headerless_and_bare():
+    edits, _ = find_diff_hunks(DIFF_REPLY)
+    assert [e.filename for e in edits] == ["train.py", "train.py"]
+    assert edits[0] == Edit("train.py", "DEPTH = 4  # transformer blocks\nMATRIX_LR = 0.04\nWARMDOWN_FRAC = 0.5\n",
+                            "DEPTH = 4  # transformer blocks\nMATRIX_LR = 0.05\nWARMDOWN_FRAC = 0.7\n")
+    # a ```patch block without @@ headers, a context line that lost its leading space, a blank context line
+    edits, _ = find_diff_hunks("```patch\ndef train():\n-    total = 0.0\n+    total = 2.0\n\n```")
+    assert edits == [Edit(None, "def train():\n    total = 0.0\n", "def train():\n    total = 2.0\n")]
+    # bare hunks in prose: the hunk ends at the first line that is not a hunk line
+    edits, _ = find_diff_hunks("Change:\n@@ -5 +5 @@\n-MATRIX_LR = 0.04\n+MATRIX_LR = 0.05\nThat is all.\n- a bullet")
+    assert edits == [Edit(None, "MATRIX_LR = 0.04\n", "MATRIX_LR = 0.05\n")]
+    assert parse_reply(DIFF_REPLY, TRAIN).from_diff
+    assert parse_reply("I suggest nothing.", TRAIN).edits == ()
+
+
+def test_tilde_fences_hold_blocks_and_whole_files():
+    parsed = parse_reply("~~~python\n<<<<<<< SEARCH\nDEPTH = 4\n=======\nDEPTH = 5\n>>>>>>> REPLACE\n~~~", TRAIN)
+    assert parsed.edits == (Edit(None, "DEPTH = 4\n", "DEPTH = 5\n"),)
+    assert parse_reply(f"~~~~py\n{TRAIN}~~~~", TRAIN).whole_file == TRAIN
+
+
+def test_ambiguous_match_reports_every_place_and_applies_nothing():
+    source = TASK_TRAIN.read_text()
+    match = match_edit(source, Edit(None, REAL_FORWARD, REAL_FORWARD))
+    assert match.lines == (87, 118) and match.source is None
+    assert apply_edit(source, Edit(None, REAL_FORWARD, "x\n")) is None
+    # ambiguous at the whitespace-tolerant level too (tabs, no trailing newline)
+    assert match_edit(source, Edit(None, "\tdef forward(self, x, cos, sin, ve=None):", "x")).lines == (87, 118)
+    result = apply_edits(source, [Edit(None, REAL_FORWARD, "x\n"), Edit(None, "DEPTH = 3  # transformer blocks", "DEPTH = 5")])
+    assert result.applied == 1 and result.ambiguous[0].lines == (87, 118) and result.failed == ()
+
+
+def test_tabs_against_spaces_take_the_file_indentation_style():
+    spaced = "def f():\n    a = 1\n    return a\n"
+    tabbed = spaced.replace("    ", "\t")
+    assert apply_edit(spaced, Edit(None, "\ta = 1\n", "\ta = 2\n\tb = 3\n")) == "def f():\n    a = 2\n    b = 3\n    return a\n"
+    assert apply_edit(tabbed, Edit(None, "    a = 1  \n", "    a = 2\n")) == "def f():\n\ta = 2\n\treturn a\n"
+    assert apply_edit(tabbed, Edit(None, "a = 1\nreturn a\n", "a = 2\nreturn a\n")) == "def f():\n\ta = 2\n\treturn a\n"
+
+
+def test_elision_markers_against_genuine_comments():
+    complete = TRAIN.replace("def train():", "# keep MATRIX_LR unchanged: it is tuned\ndef train():")
+    assert elision_marker(complete, TRAIN) is None
+    for marker in ("# ... rest unchanged ...", "# (unchanged)", "# rest of the file is unchanged", "...",
+                   "# ...", "# existing code"):
+        assert elision_marker(TRAIN.replace("def train():", f"{marker}\ndef train():"), TRAIN) == marker
+    # a hint in a comment counts when a definition of the old file went missing with it
+    lost = TRAIN[:TRAIN.index("def lr_multiplier")] + "# lr_multiplier unchanged\n" + TRAIN[TRAIN.index("def train"):]
+    assert elision_marker(lost, TRAIN) == "# lr_multiplier unchanged"
+    # a marker-like line the old file already had is its own code
+    assert elision_marker(TRAIN + "# (unchanged)\n", TRAIN + "# (unchanged)\n") is None
+
+
+def test_echoed_example_blocks_are_dropped_and_real_ones_kept():
+    echo = block(FORMAT_SEARCH_PLACEHOLDER, "<the lines that replace them>")
+    parsed = parse_reply("DESCRIPTION: <one line, under 100 characters, saying what>\n" + echo + GOOD_REPLY, TRAIN)
+    assert parsed.echoed_example and parsed.edits == (Edit("train.py", "MATRIX_LR = 0.04\n", "MATRIX_LR = 0.06\n"),)
+    assert parsed.description == "MATRIX_LR 0.04 -> 0.06"
+    only = parse_reply(echo, TRAIN)
+    assert only.echoed_example and only.edits == () and only.whole_file is None
