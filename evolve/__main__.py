@@ -5,7 +5,8 @@
     python -m evolve -m migration.interval=5,10,20      # multirun: one run dir per job
 
 Exit codes (for a scheduler): 0 the run reached its limits; 1 it could not go on (run dir in use,
-full disk, every baseline failed, every island retired); 2 a bad config or a changed pinned
+full disk, fewer than selection.min_baselines baselines succeeded, every island retired or none could
+start); 2 a bad config or a changed pinned
 setting on resume; 130 after Ctrl-C and 143 after SIGTERM, both after a graceful stop (a Hydra
 multirun stops its sweep there).
 """
@@ -66,12 +67,13 @@ def main(cfg: DictConfig) -> None:
         from .engine import Engine  # heavy imports (ray) only once the config is valid
         from .llm_choice import choose_llm
 
+        from .fleet import NoIslandStarted
         from .lock import RunInUse
 
         llm = choose_llm(cfg.llm, environment_with_keys())
         engine = Engine(cfg, run_dir, islands, llm)
         engine.run()
-    except RunInUse as e:
+    except (RunInUse, NoIslandStarted) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except ConfigError as e:

@@ -54,7 +54,11 @@ class Engine:
         scheduler = Scheduler(cfg, state, proposer, opened.workspace.manifest.base_commit, opened.base_sha256,
                               self.stop, recorder.append)
         epochs = Epochs(cfg, self.rng, scheduler.baseline_total)
-        self._record_event(epochs.noise_floor(state), recorder)
+        for event in (epochs.noise_floor(state), epochs.noise_update(state)):   # due when a kill came first
+            self._record_event(event, recorder)
+        floor = next((e for e in state.events if isinstance(e, NoiseFloor)), None)
+        if floor is not None and self._too_few_baselines(floor, state):
+            return state       # a resume of a run whose baselines failed: nothing to judge against
         if scheduler.done():
             say(f"{self.run_dir} already has {len(state.experiments)} experiments "
                 f"(run.max_experiments={cfg.run.max_experiments}); nothing to do")
@@ -124,6 +128,8 @@ class Engine:
         sigma, epoch = state.sigma or 0.0, state.islands[trial.island].epoch
         parent_runs = state.runs_of(trial.proposal.parent) if trial.proposal else []
         trial.file(m)
+        if self.stop.requested:
+            trial.stop_confirming()   # no new fitness run once the run is stopping; unconfirmed is not kept
         if trial.next_run(sigma, self.rules, scheduler.job_id, epoch, parent_runs, scheduler.fresh_seed):
             fleet.submit(trial)
             whose = "parent, paired" if trial.job.source is None else "re-run"
@@ -139,11 +145,19 @@ class Engine:
         if event is None:
             return
         recorder.append(event)
-        if isinstance(event, NoiseFloor) and len(event.baselines) < self.cfg.selection.min_baselines:
-            failed = next(e for e in recorder.state.experiments if e.is_baseline and e.val_bpb is None)
-            what = ("failed on every island" if not event.baselines else
-                    f"succeeded {len(event.baselines)} times, fewer than selection.min_baselines="
-                    f"{self.cfg.selection.min_baselines}")
-            say(f"the unmodified train.py {what} ({failed.outcome}: {failed.reason}); "
-                f"see {self.run_dir / failed.log}. Fix the task and start a new run.dir.")
-            self.stop.request(StopReason.BASELINES_FAILED)
+        if isinstance(event, NoiseFloor):
+            self._too_few_baselines(event, recorder.state)
+
+    def _too_few_baselines(self, floor: NoiseFloor, state: RunState) -> bool:
+        """Stops the run (exit 1) when generation 0 ended with fewer successful baselines than
+        selection.min_baselines: there is no noise floor to judge anything against."""
+        if len(floor.baselines) >= self.cfg.selection.min_baselines:
+            return False
+        failed = next(e for e in state.experiments if e.is_baseline and e.val_bpb is None)
+        what = ("failed on every island" if not floor.baselines else
+                f"succeeded {len(floor.baselines)} times, fewer than selection.min_baselines="
+                f"{self.cfg.selection.min_baselines}")
+        say(f"the unmodified train.py {what} ({failed.outcome}: {failed.reason}); "
+            f"see {self.run_dir / failed.log}. Fix the task and start a new run.dir.")
+        self.stop.request(StopReason.BASELINES_FAILED)
+        return True

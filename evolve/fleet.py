@@ -25,6 +25,10 @@ MAX_ACTOR_RETRIES = 2
 ACTOR_START_TIMEOUT_S = 300
 
 
+class NoIslandStarted(RuntimeError):
+    """Ray could place none of the islands in time (a cluster without room): the run cannot go on."""
+
+
 @dataclass(frozen=True)
 class Arrival:
     """What came back for a trial: a measurement, an island gone for good, or nothing to record
@@ -77,7 +81,7 @@ class Fleet:
         where = {a.where.remote(): k for k, a in enumerate(self.actors)}
         started, _ = ray.wait(list(where), num_returns=len(where), timeout=ACTOR_START_TIMEOUT_S)
         if not started:
-            raise ConfigError(f"no island could start within {ACTOR_START_TIMEOUT_S} s, each asking for "
+            raise NoIslandStarted(f"no island could start within {ACTOR_START_TIMEOUT_S} s, each asking for "
                               f"{self.island_options}; the cluster has {ray.cluster_resources()}: lower islands "
                               "or add nodes")
         for ref in started:

@@ -55,7 +55,7 @@ class Scheduler:
         # Paired re-runs take fresh seeds, run-wide and across resumes: multiples of the stride above
         # every re-run seed in the journal.
         used = [seed for e in state.experiments for seed, *_ in (*e.reruns, *e.parent_reruns)]
-        self._paired_seeds = max(used, default=0) // RERUN_SEED_STRIDE
+        self._paired_seeds = max(((s - self.seed) // RERUN_SEED_STRIDE for s in used), default=0)
         self.seen = {e.source_sha256 for e in state.experiments} | {base_sha256}   # train.py files measured
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
         self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
@@ -174,13 +174,16 @@ class Scheduler:
 
     def _replan(self, k: int) -> None:
         """Drops island k's stale LLM proposal (recorded with what it cost so far) and draws anew."""
+        self._drop_prefetch(k, f"re-planned: island {k} was reset after its parents were drawn "
+                               f"(epoch {self.prefetch[k][1].epoch} -> {self.state.islands[k].epoch})")
+        self._plan_next(k)
+
+    def _drop_prefetch(self, k: int, reason: str) -> None:
+        """Island k's LLM proposal will not be used: an operator failure, with what it cost."""
         future, request = self.prefetch.pop(k)
         cost = asdict(future.result().candidate.cost) if future.done() and future.exception() is None else {}
-        self.record(OperatorFailure(island=k, operator=request.operator_name,
-                                    reason=f"re-planned: island {k} was reset after its parents were drawn "
-                                           f"(epoch {request.epoch} -> {self.state.islands[k].epoch})",
+        self.record(OperatorFailure(island=k, operator=request.operator_name, reason=reason,
                                     after_seq=self.state.next_seq - 1, cost=cost))
-        self._plan_next(k)
 
     def _llm_outcome(self, k: int, future: Future, request: Request) -> Proposal:
         """The LLM's candidate, or an offline one when the LLM produced nothing (recorded)."""
@@ -218,14 +221,8 @@ class Scheduler:
         alive = [i for i in range(self.n) if i not in self.retired]
         say(f"island {k} is retired: {why}; {len(alive)} islands go on")
         self.planned.discard(k)
-        pending = self.prefetch.pop(k, None)
-        if pending is not None:
-            future, request = pending
-            cost = {}
-            if future.done() and future.exception() is None:
-                cost = asdict(future.result().candidate.cost)
-            self.record(OperatorFailure(island=k, operator=request.operator_name, reason=f"island retired: {why}",
-                                        after_seq=self.state.next_seq - 1, cost=cost))
+        if k in self.prefetch:
+            self._drop_prefetch(k, f"island retired: {why}")
         owed, self.baselines_left[k] = self.baselines_left[k], []
         if trial is not None and trial.proposal is None:
             owed.append(BaselineRun(island=k, seed=trial.job.seed))

@@ -67,10 +67,7 @@ class RunState:
     def apply(self, record: Record) -> None:
         if isinstance(record, Experiment):
             self._apply_experiment(record)
-        elif isinstance(record, NoiseFloor):
-            self.sigma, self.sigma_dof = record.sigma, record.dof
-            self.events.append(record)
-        elif isinstance(record, NoiseUpdate):
+        elif isinstance(record, (NoiseFloor, NoiseUpdate)):
             self.sigma, self.sigma_dof = record.sigma, record.dof
             self.events.append(record)
         elif isinstance(record, Migration):

@@ -13,7 +13,6 @@ class StopReason(enum.Enum):
     LIMIT = ("reached run.max_experiments", 0)
     DEADLINE = ("reached run.hours", 0)
     SPEND_CAP = ("the LLM spend reached llm.max_cost_usd", 0)
-    NOTHING_TO_PROPOSE = ("no island can propose anything", 0)
     INTERRUPTED = ("interrupted (Ctrl-C)", 130)   # 128 + SIGINT, what a shell reports
     TERMINATED = ("stopped by SIGTERM", 143)      # 128 + SIGTERM: a preempted job did not finish
     DISK_FULL = ("the run dir's disk is full", 1)

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from statistics import fmean
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from island.actor import Job, Measurement
 from island.fitness import Status
 
-from .proposer import Proposal
+if TYPE_CHECKING:   # only the type: trial.py stays free of git (proposer.py reads the lab)
+    from .proposer import Proposal
 from .records import DISCARD, KEEP
 from .selection import NOT_REPRODUCIBLE, decide, decide_runs, rerun_reason
 
@@ -53,6 +54,7 @@ class Trial:
         self.parent_runs: list[Measurement] = []    # its parent's paired re-runs
         self.pending: list[Job] = []                # runs due before the verdict, after the current one
         self.rerun_reason = ""
+        self.confirming = True                      # False once the run stops: no more runs for it
 
     @property
     def island(self) -> int:
@@ -84,15 +86,19 @@ class Trial:
         """Whether another run is due before the verdict; then self.job is that run. A would-be keep
         too close to the noise (or implausibly far beyond it) runs again, then its parent, both with
         the same new seed. A stale candidate is never re-run (it cannot be admitted anyway)."""
+        if self.proposal is None or self.stale(island_epoch) or self._failed_run() is not None:
+            self.pending = []      # nothing a further run could change
+            return False
         if self.pending:
             self.job, self.pending = self.pending[0], self.pending[1:]
             self.attempts = 1
             return True
-        if self.proposal is None or self.stale(island_epoch) or self._failed_run() is not None:
-            return False
         why = rerun_reason(self.child_values(), self.parent_values(parent_recorded), sigma, rules.noise_k,
                            rules.confirm_sigmas, rules.implausible_sigmas, rules.max_runs)
         if not why:
+            return False
+        if not self.confirming:
+            self.rerun_reason = why
             return False
         first = self.runs[0].job
         seed = fresh_seed()   # one the parent has never run with, so its paired run is new information
@@ -101,6 +107,12 @@ class Trial:
         self.rerun_reason = why
         self.attempts = 1
         return True
+
+    def stop_confirming(self) -> None:
+        """The run is stopping: no further run starts, and a candidate whose verdict needed one is
+        not kept (an unconfirmed close call is exactly what confirmation exists to refuse)."""
+        self.confirming = False
+        self.pending = []
 
     def _failed_run(self) -> Measurement | None:
         """A re-run (the candidate's or its parent's) that did not finish."""
@@ -118,6 +130,10 @@ class Trial:
 
     def _verdict(self, sigma: float, rules: Rules, parent_recorded: list[float]) -> Verdict:
         first = self.runs[0].result
+        if not self.confirming and self.rerun_reason and not self.parent_runs:
+            child = self.child_values()
+            return Verdict(DISCARD, fmean(child) if child else None,
+                           f"not confirmed: the run stopped before its confirmation run ({self.rerun_reason})")
         child = self.child_values()
         parent = self.parent_values(parent_recorded) if self.proposal else None
         parent_bpb = fmean(parent) if parent else None

@@ -53,7 +53,8 @@ class Manifest:
 # Limits (run.max_experiments, run.hours, llm.max_cost_usd, ...) and operators may.
 PINNED = ("task.preset", "task.dir", "task.budget_s", "task.grace_s", "task.python", "task.evaluator",
           "task.max_memory_mb", "task.train_constants", "task.prepare_constants", "selection.name",
-          "selection.noise_k", "selection.population_size", "selection.baseline_runs", "seed", "run.name")
+          "selection.noise_k", "selection.population_size", "selection.baseline_runs", "selection.min_baselines",
+          "seed", "run.name")
 
 
 def pinned_settings(cfg) -> dict:

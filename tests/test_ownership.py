@@ -86,6 +86,10 @@ def test_exit_codes_after_sigterm_and_when_every_baseline_fails(tmp_path: Path, 
     failed = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=6"))
     assert failed.returncode == 1
     assert "the unmodified train.py failed on every island" in failed.stdout
+    rows = len(read_tsv(tmp_path / "broken" / "experiments.tsv"))
+    again = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=6"))
+    assert again.returncode == 1 and "failed on every island" in again.stdout     # a resume (a requeue) too
+    assert len(read_tsv(tmp_path / "broken" / "experiments.tsv")) == rows         # and it judged nothing
 
 
 def test_a_hydra_multirun_stops_its_sweep_on_sigterm(tmp_path: Path, landscape: Path):

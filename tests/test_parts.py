@@ -105,8 +105,7 @@ def test_a_close_call_that_loses_to_its_parent_on_the_shared_seed_is_discarded()
 def test_a_failed_re_run_discards_and_a_crash_is_a_crash():
     trial = candidate_trial()
     assert arrive(trial, 0.98, [1.0])
-    assert arrive(trial, None, [1.0], Status.TIMEOUT)             # the parent's run is still due
-    assert not arrive(trial, 1.0, [1.0])
+    assert not arrive(trial, None, [1.0], Status.TIMEOUT)         # the re-run failed: its parent need not run
     verdict = trial.verdict(SIGMA, RULES, 0, [1.0])
     assert verdict.status == "discard" and "timeout" in verdict.reason and verdict.val_bpb == pytest.approx(0.98)
     parent_failed = candidate_trial()
@@ -332,3 +331,25 @@ def test_paired_re_runs_take_fresh_seeds_across_resumes():
                            parent_reruns=((20000, 2.53, "ok", ""),), parent="b" * 40))
     s = scheduler(config(), state, [])          # a resumed run: its journal has used 20000
     assert [s.fresh_seed(), s.fresh_seed()] == [30000, 40000]
+
+
+def test_a_close_call_is_not_confirmed_once_the_run_stops_and_is_not_kept():
+    trial = candidate_trial()
+    trial.file(measured(trial.job, 0.98))                       # a close call...
+    trial.stop_confirming()                                     # ...as run.hours (or the spend cap) is reached
+    assert not trial.next_run(SIGMA, RULES, job_ids(), 0, [1.0], lambda: 10007)
+    verdict = trial.verdict(SIGMA, RULES, 0, [1.0])
+    assert verdict.status == "discard" and verdict.reason.startswith("not confirmed: the run stopped")
+    clear = candidate_trial()
+    clear.file(measured(clear.job, 0.95))                       # a clear gain needs no further run
+    clear.stop_confirming()
+    assert not clear.next_run(SIGMA, RULES, job_ids(), 0, [1.0], lambda: 10007)
+    assert clear.verdict(SIGMA, RULES, 0, [1.0]).status == "keep"
+
+
+def test_a_pending_parent_run_is_dropped_when_the_re_run_failed():
+    trial = candidate_trial()
+    assert arrive(trial, 0.98, [1.0])
+    trial.file(measured(trial.job, None, Status.CRASH))          # the candidate's re-run crashed
+    assert not trial.next_run(SIGMA, RULES, job_ids(), 0, [1.0], lambda: 20007)   # its parent does not run
+    assert trial.verdict(SIGMA, RULES, 0, [1.0]).status == "discard"
