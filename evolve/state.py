@@ -139,11 +139,8 @@ class RunState:
     def hall_of_fame(self, size: int = 10) -> list[Member]:
         """The best distinct commits alive in any population, each scored by the mean of all its
         measurements in the run."""
-        members = []
-        for m in (m for isl in self.islands for m in isl.population.members):
-            observed = self.measurements.get(m.commit) or m.observations
-            members.append(Member(m.commit, list(observed), m.origin_island, m.seq))
-        return hall_of_fame(members, size)
+        # every member already reads all runs of its commit (_observe keeps them in step)
+        return hall_of_fame([m for isl in self.islands for m in isl.population.members], size)
 
     def champion(self) -> Member | None:
         best = self.hall_of_fame(1)

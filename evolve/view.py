@@ -93,7 +93,7 @@ class LiveView:
         """A commit's one number: the mean of all its runs, with its 95% interval and run count."""
         if member is None:
             return "-"
-        runs = self.state.runs_of(member.commit) or member.observations
+        runs = member.observations   # every run of the commit (RunState keeps members in step)
         lo, hi = interval(runs, self.state.sigma or 0.0)
         return f"{member.val_bpb:.6f} [{lo:.6f}, {hi:.6f}] ({len(runs)} run{'s' if len(runs) > 1 else ''})"
 

@@ -9,22 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from scripts.soak import pids as pids_matching, train_pids  # one process filter for the soak and these tests
 from tests.test_engine import ROOT, assert_records_agree_with_git, evolve_cmd
-
-
-def pids_matching(pattern: str, cwd: Path | None = None) -> list[int]:
-    """Processes whose command line matches; with `cwd`, only those working there (Ray workers work
-    in their driver's directory), so a test never kills another checkout's run on a shared machine."""
-    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
-    pids = [int(p) for p in out.split()]
-    if cwd is None:
-        return pids
-    def works_in(pid: int) -> bool:
-        try:
-            return os.readlink(f"/proc/{pid}/cwd") == str(cwd)
-        except OSError:
-            return False
-    return [pid for pid in pids if works_in(pid)]
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -67,16 +53,8 @@ def test_sigkill_of_a_fitness_process_is_recorded_and_the_run_goes_on(tmp_path: 
     run_dir = tmp_path / "train-killed"
     proc = start_run(run_dir, landscape)
     wait_for(lambda: sigma_recorded(run_dir), 120, "generation 0")
-    def training_pid():  # train.py itself (not its supervisor), running in a worktree of this run
-        for pid in pids_matching("train.py"):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if argv[1:2] == [b"train.py"] and str(run_dir) in os.readlink(f"/proc/{pid}/cwd"):
-                    return pid
-            except (OSError, IndexError):
-                continue
-        return None
-    os.kill(wait_for(training_pid, 30, "a training process"), signal.SIGKILL)
+    # train.py itself (not its supervisor), running in a worktree of this run
+    os.kill(wait_for(lambda: train_pids(run_dir)[:1], 30, "a training process")[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err[-3000:]
     state = assert_records_agree_with_git(run_dir, 2)

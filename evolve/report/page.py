@@ -7,6 +7,7 @@ import html
 import math
 import time
 
+from ..noise import standard_error
 from ..records import CRASH, KEEP, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Reset
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
@@ -185,7 +186,7 @@ def gain_in_sigma(row) -> str:
     gain = -row.delta_sigma
     if not row.parent_runs:
         return f"{gain:+.1f}"
-    half = 1.96 * math.sqrt(1 / row.runs + 1 / row.parent_runs)
+    half = 1.96 * standard_error(1.0, row.runs, row.parent_runs)   # in units of sigma
     return f"{gain:+.1f} [{gain - half:+.1f}, {gain + half:+.1f}]"
 
 
