@@ -18,6 +18,7 @@ from omegaconf import MISSING
 from operators import llm as llm_defaults
 from operators import perturb as perturb_defaults
 from island import budget as budget_defaults
+from island.curve import CurvePatternError, compile_pattern
 from island.environment import SEED_ENV, task_env
 from operators.perturb import DEFAULT_EXCLUDE
 from operators.registry import allowed_names
@@ -139,6 +140,10 @@ class TaskConfig:
     # More paths a sandboxed run may read, e.g. a custom task's data cache under HOME:
     # 'task.sandbox_read_only=[$HOME/.cache/autoresearch]'. The packaged task's cache is always readable.
     sandbox_read_only: list[str] = field(default_factory=list)
+    # The regular expression that reads training-curve points from train.py's step log, with the
+    # named groups step, loss and percent (or fraction); null = the default, which reads our tiny
+    # task's and the anchor's `step 00012 (4.0%) | loss: 3.45 | ...` lines (island/curve.py).
+    curve_pattern: Optional[str] = None
 
 
 @dataclass
@@ -170,6 +175,17 @@ class SelectionConfig:
     # it beats the parent by more than paired_sigmas * sigma (what a seed fixes cancels in that
     # difference). 0 = any gain on the shared seed.
     paired_sigmas: float = 2.0
+
+
+@dataclass
+class EarlyStopConfig:
+    # Stop a candidate's first run when its training curve is worse than its parent's, at equal
+    # fraction of the budget, by more than k times the noise there (the baselines' spread), once
+    # min_fraction of the budget has passed. Recorded as outcome early-stopped (results.tsv:
+    # discard), never kept. Baselines, confirmation runs and selection=ratchet never stop early.
+    enabled: bool = True
+    k: float = 3.0
+    min_fraction: float = 0.3
 
 
 @dataclass
@@ -261,6 +277,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     reset: ResetConfig = field(default_factory=ResetConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -324,6 +341,13 @@ def validate(cfg: Any, islands: int) -> None:
              "a number >= 0 (0 = any gain on the shared seed)")
     _require(cfg.selection.confirm_runs >= 1, "selection.confirm_runs", cfg.selection.confirm_runs,
              "an integer >= 1 (turn confirmation off with confirm_sigmas=0 implausible_sigmas=0)")
+    _require(cfg.early_stop.k > 0, "early_stop.k", cfg.early_stop.k, "a number of noise sd > 0")
+    _require(0 < cfg.early_stop.min_fraction < 1, "early_stop.min_fraction", cfg.early_stop.min_fraction,
+             "a fraction of the budget in (0, 1)")
+    try:
+        compile_pattern(cfg.task.curve_pattern)
+    except CurvePatternError as e:
+        raise ConfigError(str(e)) from None
     _require(cfg.migration.interval >= 0, "migration.interval", cfg.migration.interval,
              "an integer >= 0 (0 = no migration)")
     _require(cfg.migration.size >= 1, "migration.size", cfg.migration.size, "an integer >= 1")

@@ -52,7 +52,7 @@ class Engine:
         say(describe(self.llm))
         proposer = Proposer(opened.workspace.lab, cfg, self.llm, self.rng, self.run_dir, opened.brief)
         scheduler = Scheduler(cfg, state, proposer, opened.workspace.manifest.base_commit, opened.base_sha256,
-                              self.stop, recorder.append)
+                              self.stop, recorder.append, opened.curves)
         epochs = Epochs(cfg, self.rng, scheduler.baseline_total)
         for event in (epochs.noise_floor(state), epochs.noise_update(state)):   # due when a kill came first
             self._record_event(event, recorder)

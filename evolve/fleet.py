@@ -75,7 +75,8 @@ class Fleet:
             prepare_task=Path(m.task_dir) == PACKAGED_TASK, seed_env=self.cfg.task.seed_env,
             enforce_budget=self.cfg.task.enforce_budget, budget_tolerance=self.cfg.task.budget_tolerance,
             budget_tolerance_s=self.cfg.task.budget_tolerance_s, sandbox=self.cfg.task.sandbox,
-            network=self.cfg.task.network, sandbox_read_only=self.cfg.task.sandbox_read_only)
+            network=self.cfg.task.network, sandbox_read_only=self.cfg.task.sandbox_read_only,
+            curve_pattern=self.cfg.task.curve_pattern)
         self.actors = [self._new_actor(k) for k in range(self.n)]
         # Where each island landed (waits for the actors to start, which the baselines need anyway).
         where = {a.where.remote(): k for k, a in enumerate(self.actors)}

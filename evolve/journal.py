@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from .records import (CRASH, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record, Reset, RunStart,
+from .records import (CRASH, EARLY_STOPPED, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record, Reset, RunStart,
                       from_json, to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
@@ -26,6 +26,11 @@ def _clean(text: str) -> str:
 
 def results_row(exp: Experiment) -> str:
     """One row of the anchor's results.tsv."""
+    if exp.outcome == EARLY_STOPPED:
+        # A discard without a score: an empty val_bpb, which the anchor's analysis.ipynb reads as NaN
+        # and leaves out of its chart (0.000000, the crash convention, would plot as a huge gain).
+        where = f" at {100 * exp.stopped_at:.0f}%" if exp.stopped_at is not None else ""
+        return f"{exp.commit[:7]}\t\t0.0\t{exp.status}\tearly-stopped{where}: {_clean(exp.description)}\n"
     crashed = exp.status == CRASH or exp.val_bpb is None
     bpb = 0.0 if crashed else exp.val_bpb
     mem = 0.0 if crashed else exp.metrics.get("peak_vram_mb", 0.0) / 1024

@@ -20,6 +20,7 @@ from .config import ConfigError
 from .journal import Journal
 from .lock import RunLock
 from .proposer import source_sha256
+from .curves import CurveBook
 from .recorder import Recorder
 from .seeds import seed_warning
 from .records import RunStart
@@ -36,6 +37,7 @@ class OpenedRun:
     workspace: Workspace
     state: RunState
     recorder: Recorder
+    curves: CurveBook             # every run's training curve (curves.jsonl)
     brief: str                    # the research brief the LLM operators read
     base_sha256: str              # of the unmodified train.py
     task_dirs: list[Path]         # each island's task folder inside its worktree
@@ -67,7 +69,8 @@ def _open(cfg, run_dir: Path, islands: int, lock: RunLock) -> OpenedRun:
     journal.rewrite_views(records)
     base = ws.manifest.base_commit
     base_sha256 = source_sha256(ws.lab.read(base, "train.py"))
-    recorder = Recorder(run_dir, ws.lab, journal, state, base, base_sha256, cfg.run.min_free_mb)
+    curves = CurveBook(run_dir)
+    recorder = Recorder(run_dir, ws.lab, journal, state, base, base_sha256, cfg.run.min_free_mb, curves)
     recorder.reconcile()
     recorder.append(RunStart(time=time.time(), after_seq=state.next_seq - 1))
     for pidfile in (run_dir / "pids").glob("*.pid"):
@@ -78,7 +81,7 @@ def _open(cfg, run_dir: Path, islands: int, lock: RunLock) -> OpenedRun:
     note = seed_warning(ws.lab.read(base, "train.py"), cfg.task.seed_env, ws.lab.read(base, "prepare.py"))
     if note:
         say(note)
-    return OpenedRun(lock=lock, workspace=ws, state=state, recorder=recorder, brief=_brief(ws, cfg.task),
+    return OpenedRun(lock=lock, workspace=ws, state=state, recorder=recorder, curves=curves, brief=_brief(ws, cfg.task),
                      base_sha256=base_sha256, task_dirs=task_dirs, task_env=task_env(cfg.task))
 
 

@@ -10,6 +10,7 @@ import git
 from island.fitness import FitnessResult
 
 from . import disk
+from .curves import CurveBook
 from .journal import Journal
 from .lab import Lab, Trailers
 from .records import Experiment, Record
@@ -21,7 +22,7 @@ class Recorder:
     """Writes in the order that makes a killed run resumable: journal first, then git."""
 
     def __init__(self, run_dir: Path, lab: Lab, journal: Journal, state: RunState, base_commit: str,
-                 base_sha256: str, min_free_mb: float):
+                 base_sha256: str, min_free_mb: float, curves: CurveBook):
         self.run_dir = run_dir
         self.lab = lab
         self.journal = journal
@@ -29,6 +30,7 @@ class Recorder:
         self.base_commit = base_commit
         self.base_sha256 = base_sha256
         self.min_free_mb = min_free_mb
+        self.curves = curves
         self.branch_heads: dict[int, str | None] = {}
 
     def append(self, record: Record) -> None:
@@ -95,7 +97,12 @@ class Recorder:
             rerun_reason=trial.rerun_reason, first_bpb=result.val_bpb if len(runs) > 1 else None,
             parent_reruns=tuple((r.job.seed, r.result.val_bpb, r.result.status.value, self._relative_log(r.result))
                                 for r in trial.parent_runs),
-            parent=proposal.parent if proposal else "", outlier=verdict.outlier, parent_n=verdict.parent_n)
+            parent=proposal.parent if proposal else "", outlier=verdict.outlier, parent_n=verdict.parent_n,
+            stopped_at=result.stopped_at)
+        for r in runs:
+            self.curves.add(commit, r.job.seed, r.result.curve, seq, r.result.stopped_at)
+        for r in trial.parent_runs:
+            self.curves.add(proposal.parent, r.job.seed, r.result.curve, seq)
         self.append(exp)
         self.lab.keep_reachable(seq, commit)
         return exp

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 KEEP, DISCARD, CRASH = "keep", "discard", "crash"
+EARLY_STOPPED = "early-stopped"   # an outcome (island.summary.Status.EARLY_STOPPED): status discard
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Experiment:
     parents: tuple[str, ...]
     operator: str                 # "baseline", "perturb", "crossover", ...
     description: str
-    outcome: str                  # ok / crash / timeout / oom / nan / rejected
+    outcome: str                  # ok / crash / timeout / oom / nan / rejected / over-budget / early-stopped ...
     status: str                   # keep / discard / crash (results.tsv's vocabulary)
     val_bpb: float | None
     parent_bpb: float | None
@@ -49,6 +50,9 @@ class Experiment:
     # out of the noise model (a fault, not run-to-run noise).
     outlier: bool = False
     parent_n: int = 0             # how many runs of the parent parent_bpb is the mean of
+    # Outcome early-stopped: the fraction of the budget its run reached when the early-stop rule
+    # cut it (its curve is in curves.jsonl).
+    stopped_at: float | None = None
     kind: str = "experiment"
 
     @property

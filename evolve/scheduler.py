@@ -13,6 +13,7 @@ from island.actor import Job
 from operators.candidate import NoCandidate
 
 from .budget import max_uncounted_s
+from .curves import CurveBook
 from .config import OnMaxCost
 from .proposer import Proposal, Proposer, Request, is_llm
 from .records import OperatorFailure, Record
@@ -28,7 +29,7 @@ class Scheduler:
     """Decides; never runs anything itself (the fleet does) and writes only through `record`."""
 
     def __init__(self, cfg, state: RunState, proposer: Proposer, base_commit: str, base_sha256: str,
-                 stop: Stop, record: Callable[[Record], None]):
+                 stop: Stop, record: Callable[[Record], None], curves: CurveBook | None = None):
         self.state = state
         self.proposer = proposer
         self.base_commit = base_commit
@@ -43,6 +44,9 @@ class Scheduler:
         self.enforce_budget = cfg.task.enforce_budget
         self.uncounted_margin = cfg.task.uncounted_margin
         self.uncounted_margin_s = cfg.task.uncounted_margin_s
+        self.curves = curves
+        self.early_stop = cfg.early_stop if cfg.early_stop.enabled and cfg.selection.name != "ratchet" else None
+        self.curve_pattern = cfg.task.curve_pattern
         plan = baseline_plan(self.n, cfg.selection.baseline_runs, cfg.selection.noise_k, cfg.seed,
                              cfg.selection.min_baselines)
         done = state.baseline_seeds_done()
@@ -151,8 +155,15 @@ class Scheduler:
         parent = proposal.candidate.parents[0]
         limit = (max_uncounted_s(self.state.experiments, k, self.uncounted_margin, self.uncounted_margin_s)
                  if self.enforce_budget else None)
-        return Trial(Job(self.job_id(k), k, parent, proposal.candidate.source, self.seed + k, max_uncounted_s=limit),
-                     proposal)
+        return Trial(Job(self.job_id(k), k, parent, proposal.candidate.source, self.seed + k, max_uncounted_s=limit,
+                         early_stop=self._early_stop_rule(parent)), proposal)
+
+    def _early_stop_rule(self, parent: str):
+        """The early-stop rule of a child of ``parent`` (None: off, or no curves to compare with yet)."""
+        if self.early_stop is None or self.curves is None:
+            return None
+        return self.curves.early_stop_rule(parent, self.base_commit, self.early_stop.k, self.early_stop.min_fraction,
+                                           self.curve_pattern)
 
     def _plan_next(self, k: int) -> None:
         """Draws island k's next operator; an LLM proposal starts now, in the background, from the

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from statistics import fmean
 
 from .noise import SIGMA_RESOLUTION, z_gain
-from .records import CRASH, DISCARD, KEEP
+from .records import CRASH, DISCARD, EARLY_STOPPED, KEEP
 
 
 NOT_REPRODUCIBLE = "not reproducible"
@@ -29,6 +29,8 @@ def decide(outcome: str, child: list[float], parent: list[float] | None, sigma: 
     """keep / discard / crash for a finished experiment (lower val_bpb is better): a child is kept
     when its mean is more than noise_k standard errors of the difference below its parent's mean
     over all the parent's runs (noise_k = 0: any strict gain, the anchor's rule)."""
+    if outcome == EARLY_STOPPED:
+        return DISCARD    # a loser by its curve, not a failure: results.tsv says discard
     if outcome != "ok" or not child:
         return CRASH
     if parent is None:  # a baseline

@@ -102,8 +102,10 @@ class Trial:
             return False
         first = self.runs[0].job
         seed = fresh_seed()   # one the parent has never run with, so its paired run is new information
-        self.job = replace(first, job_id=job_id(self.island), seed=seed)
-        self.pending = [replace(first, job_id=job_id(self.island), parent=self.proposal.parent, source=None, seed=seed)]
+        # Confirmation runs always run to the end: they exist to measure, not to screen.
+        self.job = replace(first, job_id=job_id(self.island), seed=seed, early_stop=None)
+        self.pending = [replace(first, job_id=job_id(self.island), parent=self.proposal.parent, source=None, seed=seed,
+                                early_stop=None)]
         self.rerun_reason = why
         self.attempts = 1
         return True

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import budget
 from .clone import NodeClone
+from .curve import EarlyStop
 from .environment import SEED_ENV, scrubbed_env
 from .fitness import FitnessResult, Status, kill_stale, run_fitness
 from .guards import clean_worktree, post_run_check, pre_run_check, reset_checkout
@@ -45,6 +46,8 @@ class Job:
     # Most wall seconds the run may spend outside its counted training (island/budget.py's
     # uncounted_limit of the island's baseline runs); None: not checked (baselines, or no baseline yet).
     max_uncounted_s: float | None = None
+    # The early-stop rule of a candidate's first run (island/curve.py); None: it runs to the end.
+    early_stop: EarlyStop | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class IslandSettings:
     sandbox: str = "auto"
     network: bool = False                   # a sandboxed run keeps the host's network
     sandbox_read_only: tuple[str, ...] = () # more paths a sandboxed run may read (a custom task's data)
+    curve_pattern: str | None = None        # reads the step log's curve points (None: the default)
 
     def __post_init__(self) -> None:
         """Plain values whatever the config handed over (its enum, its list), so nothing else travels."""
@@ -209,7 +213,8 @@ class Island:
                                  num_threads=s.num_threads, max_memory_mb=s.max_memory_mb, evaluator=s.evaluator,
                                  pidfile=self.pid_dir / f"island-{self.index}.pid", seed_env=s.seed_env,
                                  sandbox="bwrap" if self.sandboxed else "none", network=s.network,
-                                 read_only=s.sandbox_read_only, writable=(self.checkout,))
+                                 read_only=s.sandbox_read_only, writable=(self.checkout,),
+                                 curve_pattern=s.curve_pattern, early_stop=job.early_stop)
             tampered = post_run_check(self.task_dir, s.pinned_prepare_sha256)
             if tampered:
                 result = replace(result, status=Status.REJECTED, val_bpb=None, reason=tampered)

@@ -15,6 +15,7 @@ train.py, and the supervisor's kill, pidfile and memory limit act on bwrap and e
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import dataclasses
 import fcntl
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from island import curve as _curve
 from island import metric as _metric
 from island import sandbox as _sandbox
 from island import supervise as _sv
@@ -45,6 +47,8 @@ _SUPERVISOR_CMD = [sys.executable, "-I", "-S", "-c", _sv.BOOTSTRAP.format(dir=st
 BACKSTOP_S = 15.0
 # How long the sandbox's own init gets to end (taking its PID namespace with it) once train.py exited.
 SANDBOX_SETTLE_S = 0.5
+# How often a run with an early-stop rule has its log read and its curve checked.
+CURVE_POLL_S = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +61,8 @@ class FitnessResult:
     log_path: str
     log_tail: str
     returncode: int | None
+    curve: tuple[tuple[int, float, float], ...] = ()   # (step, fraction of the budget, loss), thinned
+    stopped_at: float | None = None                     # fraction of the budget where an early stop hit
 
     @property
     def ok(self) -> bool:
@@ -163,6 +169,8 @@ def run_fitness(
     network: bool = False,
     read_only: Sequence[str | os.PathLike] = (),
     writable: Sequence[str | os.PathLike] = (),
+    curve_pattern: str | None = None,
+    early_stop: _curve.EarlyStop | None = None,
 ) -> FitnessResult:
     """Run ``python train.py`` in ``workdir`` and score it.
 
@@ -186,6 +194,11 @@ def run_fitness(
     then sees. ``network``: keep the host's network in the sandbox. ``read_only`` / ``writable``:
     more paths a sandboxed run may read / write besides its workdir, the interpreter, the task's
     data cache and the compile caches named in its environment.
+
+    ``curve_pattern``: the regular expression that reads the step log's points (island/curve.py;
+    None: the default, which reads ours and the anchor's); the result carries the thinned curve.
+    ``early_stop``: a rule checked against the curve as it is printed; when it fires the run is
+    stopped and its status is ``early-stopped`` (no score), with ``stopped_at`` the fraction reached.
     """
     workdir = Path(workdir)
     log_path = Path(log_path)
@@ -209,12 +222,37 @@ def run_fitness(
             argv, env = _sandbox.wrap(argv, workdir=workdir, env=env, python=python, network=network,
                                       read_only=[*read_only, *([capture.dir] if capture else [])],
                                       writable=writable)
-        return _run(workdir, env, limit_s, log_path, argv, pidfile, max_memory_mb, capture, sandboxed)
+        return _run(workdir, env, limit_s, log_path, argv, pidfile, max_memory_mb, capture, sandboxed,
+                    curve_pattern, early_stop)
+
+
+def _watch(proc: subprocess.Popen, timeout: float, log_path: Path, rule: _curve.EarlyStop | None) -> str | None:
+    """Waits for the supervisor like _wait; with a rule, reads the log as it grows and returns why
+    the run should stop early as soon as the rule says so (the supervisor still runs then)."""
+    if rule is None:
+        _wait(proc, timeout)
+        return None
+    reader = _curve.CurveReader(rule.pattern)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    end = time.monotonic() + timeout
+    with open(log_path, "rb") as log:
+        while True:
+            try:
+                _wait(proc, max(0.0, min(CURVE_POLL_S, end - time.monotonic())))
+                return None
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= end:
+                    raise
+            if reader.feed(decoder.decode(log.read())):
+                why = rule.check(reader.points)
+                if why:
+                    return why
 
 
 def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, argv: list[str],
          pidfile: str | os.PathLike | None, max_memory_mb: int | None,
-         capture: _metric.Capture | None, sandboxed: bool) -> FitnessResult:
+         capture: _metric.Capture | None, sandboxed: bool, curve_pattern: str | None = None,
+         early_stop: _curve.EarlyStop | None = None) -> FitnessResult:
     rfd, wfd = os.pipe()
     cmd = [*_SUPERVISOR_CMD,
            "--deadline", repr(limit_s), "--status-fd", str(wfd), "--parent-pid", str(os.getpid())]
@@ -230,6 +268,7 @@ def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, arg
     proc = None
     child_pid = None
     backstop = False
+    early = None
     try:
         with open(log_path, "wb") as log:
             t0 = time.monotonic()
@@ -240,7 +279,10 @@ def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, arg
         os.close(wfd)
         wfd = -1
         try:
-            _wait(proc, limit_s + BACKSTOP_S)
+            early = _watch(proc, limit_s + BACKSTOP_S, log_path, early_stop)
+            if early:
+                child_pid, _ = _read_status_pipe(rfd)
+                _stop_supervisor(proc, child_pid)
         except subprocess.TimeoutExpired:  # the supervisor missed its own deadline: stuck or stopped
             backstop = True
             child_pid, _ = _read_status_pipe(rfd)
@@ -283,7 +325,10 @@ def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, arg
             stopped = f"stopped from outside: the supervisor got {report['stop_signal']}"
 
     text = read_log(log_path)
-    if stopped:
+    points = _curve.read_curve(text, curve_pattern)
+    if early:   # our own stop, on the rule's word
+        status, reason = Status.EARLY_STOPPED, early
+    elif stopped:
         # Our own kill, not the run's fault and not an OOM: report it as such.
         status, reason = Status.CRASH, stopped
     else:
@@ -306,8 +351,10 @@ def _run(workdir: Path, env: dict[str, str], limit_s: float, log_path: Path, arg
         wall_s=wall_s,
         reason=reason,
         log_path=str(log_path),
-        log_tail="" if status is Status.OK else log_tail(text),
+        log_tail="" if status in (Status.OK, Status.EARLY_STOPPED) else log_tail(text),
         returncode=returncode,
+        curve=tuple(_curve.thin(points)),
+        stopped_at=points[-1][1] if early and points else None,
     )
 
 

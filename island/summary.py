@@ -28,6 +28,9 @@ class Status(str, enum.Enum):
     # outcome over-budget in experiments.tsv and the journal; its printed val_bpb is kept in the
     # metrics but scores nothing, since it was bought with extra time.
     OVER_BUDGET = "over-budget"
+    # Stopped before the end of its budget because its training curve was clearly worse than its
+    # parent's (island/curve.py, early_stop.* in the config): no score; results.tsv says discard.
+    EARLY_STOPPED = "early-stopped"
 
     def __str__(self) -> str:  # "ok", not "Status.OK"
         return self.value
