@@ -7,7 +7,8 @@ separate process (`python -m evolve.report RUN_DIR`, the same command a user run
 priority), so the report's plotting never holds the driver's interpreter; at most one is in flight,
 and one that would be due while another still runs starts as soon as that one has ended. A failed
 refresh is written to `logs/report.log` and said once on the terminal; the run goes on. `finish`,
-after the islands stopped, waits for a refresh in flight and writes the final report.
+after the islands stopped, waits for a refresh in flight and writes the final report (when there is
+a live report to bring up to date).
 """
 from __future__ import annotations
 
@@ -56,8 +57,11 @@ class LiveReport:
             self._start(recorded)
 
     def finish(self, recorded: int) -> None:
-        """At the end of the run (islands stopped): the final report, after any refresh in flight."""
-        if self.every <= 0:
+        """At the end of the run (islands stopped), once a live report exists (this start refreshed it, or
+        an earlier one did): the final report, after any refresh in flight. A run shorter than
+        `report.every` gets none, as with report.every=0 (`python -m evolve.report` writes it)."""
+        index = self.run_dir / "report" / "index.html"
+        if self.every <= 0 or not (self.refreshed_at or index.exists()):
             return
         try:
             self._collect(wait=True)
@@ -67,12 +71,12 @@ class LiveReport:
             self._stop()
             say("the final report was not written (interrupted); `python -m evolve.report` writes it", fresh_line=True)
             return
-        index = self.run_dir / "report" / "index.html"
         if index.exists():
             say(f"report: {index}")
 
     def _start(self, recorded: int, final: bool = False) -> None:
-        self.refreshed_at, self.what = recorded, f"{'final report' if final else 'refresh'} after {recorded} experiments"
+        self.refreshed_at = recorded
+        self.what = f"{'final report' if final else 'refresh'} after {recorded} experiments"
         try:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.log_path, "a") as log:

@@ -121,6 +121,9 @@ def test_a_failing_refresh_is_logged_and_the_run_goes_on(tmp_path, capsys):
     assert log.count("FAILED (exit 1") == 3 and "boom" in log
     said = capsys.readouterr().out
     assert said.count("the live report failed") == 1 and "(refresh after 1 experiments: exit 1" in said   # once
+    short = tmp_path / "short"       # fewer experiments than report.every and no report yet: no final one
+    LiveReport(short, every=5, command=[sys.executable, "-c", ""]).finish(3)
+    assert not (short / "logs").exists()
     missing = LiveReport(tmp_path, every=1, command=[str(tmp_path / "no-such-program")])
     missing.after_record(1)        # cannot even start: logged, no exception
     assert "FAILED (FileNotFoundError" in log + (tmp_path / "logs" / "report.log").read_text()

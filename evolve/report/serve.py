@@ -33,7 +33,9 @@ background:#efe;color:#555;font:12px sans-serif">live: reloads when the report c
   function poll() {{
     fetch("{endpoint}?page=" + encodeURIComponent(page), {{cache: "no-store"}})
       .then(function (r) {{ return r.text(); }})
-      .then(function (v) {{ if (v !== seen && v !== "{missing}") {{ location.reload(); }} else {{ setTimeout(poll, every); }} }})
+      .then(function (v) {{
+        if (v !== seen && v !== "{missing}") {{ location.reload(); }} else {{ setTimeout(poll, every); }}
+      }})
       .catch(function () {{ setTimeout(poll, every); }});
   }}
   setTimeout(poll, every);
