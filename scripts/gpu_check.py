@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 TOKS = re.compile(r"tok/s ([\d,]+)")
 STARTUP = re.compile(r"startup ([\d.]+)s \| eval ([\d.]+)s")
-OFFLINE_DATA = ("++task.prepare_constants.DATA_SOURCE=shakespeare", "++task.prepare_constants.EVAL_TOKENS=262144")
+OFFLINE_DATA = ("++task.prepare_constants.DATA_SOURCE=shakespeare", "++task.prepare_constants.EVAL_TOKENS=65536")
+# (its val split holds ~100k tokens at vocab 8192: 32 windows of 2048)
 DRY_RUN = ("++task.prepare_constants.EVAL_TOKENS=16384",)   # a quicker evaluation; not part of the data cache's key
 NO_CONFIRMATION = ("selection.confirm_sigmas=0", "selection.implausible_sigmas=0")   # one fitness run per experiment
 
@@ -83,6 +84,21 @@ def overlap_share(intervals: list[tuple[float, float]]) -> float:
     return both / busy if busy else 0.0
 
 
+SMI_FIELDS = "index,uuid,name,memory.total,driver_version"
+
+
+def gpu_description(smi_csv: str, visible: str) -> str:
+    """The GPU the check ran on, from `nvidia-smi --query-gpu=SMI_FIELDS --format=csv,noheader` and the
+    first entry of CUDA_VISIBLE_DEVICES (an index or a UUID)."""
+    rows = [[c.strip() for c in line.split(",")] for line in smi_csv.strip().splitlines() if line.strip()]
+    first = visible.split(",")[0].strip()
+    used = next((r for r in rows if first in (r[0], r[1])), rows[0] if rows else None)
+    if used is None or len(used) < 5:
+        return "unknown (nvidia-smi listed no GPU)"
+    name = f"{used[2]}, {used[3]}, driver {used[4]}"
+    return name + (f" (GPU {used[0]}, one of {len(rows)} on the machine)" if len(rows) > 1 else "")
+
+
 def fmt(value, digits: int = 1) -> str:
     if value is None:
         return "-"
@@ -106,6 +122,10 @@ class Check:
             self.common.extend(DRY_RUN)
         self.early_stop = False
         self.started = time.time()
+        # One GPU: on a multi-GPU node Ray could otherwise place the two half-GPU islands on two GPUs.
+        self.env = dict(os.environ)
+        if not self.dry and not self.env.get("CUDA_VISIBLE_DEVICES"):
+            self.env["CUDA_VISIBLE_DEVICES"] = "0"
 
     def evolve(self, name: str, *overrides: str) -> tuple[Path, float]:
         run_dir = self.work / name
@@ -113,7 +133,7 @@ class Check:
         print(f"[gpu-check] {name}: {' '.join(command[1:])}", flush=True)
         t0 = time.time()
         done = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=self.args.step_timeout)
+                              timeout=self.args.step_timeout, env=self.env)
         wall = time.time() - t0
         with open(self.work / f"{name}.out", "w") as f:
             f.write(done.stdout)
@@ -171,10 +191,9 @@ class Check:
             import torch
 
             return f"{torch.cuda.get_device_name()} (nvidia-smi not found)"
-        out = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True).stdout.strip().splitlines()
-        name = out[0] if out else "unknown"
-        return f"{name}" + (f" (1 of {len(out)} visible GPUs used)" if len(out) > 1 else "")
+        out = subprocess.run([smi, f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader"],
+                             capture_output=True, text=True).stdout
+        return gpu_description(out, self.env["CUDA_VISIBLE_DEVICES"])
 
     def markdown(self, base: dict | None, base_wall: float, islands: list[dict], isl_wall: float) -> str:
         import torch

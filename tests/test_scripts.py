@@ -59,6 +59,12 @@ def test_gpu_check_reads_logs_configs_and_overlap():
     assert not gpu_check.has_key("early_stop: null\n", "early_stop.enabled")
     assert gpu_check.overlap_share([(0, 10), (5, 15)]) == 5 / 15
     assert gpu_check.overlap_share([(0, 1), (2, 3)]) == 0.0
+    smi = ("0, GPU-aaa, NVIDIA H100 80GB HBM3, 81559 MiB, 550.54.15\n"
+           "1, GPU-bbb, NVIDIA H100 80GB HBM3, 81559 MiB, 550.54.15\n")
+    assert gpu_check.gpu_description(smi, "1") == ("NVIDIA H100 80GB HBM3, 81559 MiB, driver 550.54.15 "
+                                                   "(GPU 1, one of 2 on the machine)")
+    assert gpu_check.gpu_description(smi.splitlines()[0], "GPU-aaa") == "NVIDIA H100 80GB HBM3, 81559 MiB, driver 550.54.15"
+    assert gpu_check.gpu_description("", "0").startswith("unknown")
 
 
 def test_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path, task_cache):
