@@ -270,6 +270,14 @@ class RayConfig:
 
 
 @dataclass
+class ReportConfig:
+    # Rebuild <run.dir>/report/index.html in a background process after every `every` recorded
+    # experiments, and once more when the run ends (0 = never: `python -m evolve.report` by hand).
+    # Watch it with `python -m evolve.report RUN --serve` (docs/report.md).
+    every: int = 10
+
+
+@dataclass
 class Config:
     # Number of islands. Unset (???) means one per GPU, or 2 on a machine without GPUs.
     islands: int = MISSING
@@ -283,6 +291,7 @@ class Config:
     llm: LLMConfig = field(default_factory=LLMConfig)
     operators: OperatorsConfig = field(default_factory=OperatorsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 class ConfigError(ValueError):
@@ -377,6 +386,8 @@ def validate(cfg: Any, islands: int) -> None:
         for knob in override:
             _require(knob in ("model", "temperature", "api_base", "max_tokens"), f"llm.islands.{key}.{knob}",
                      override[knob], "one of model, temperature, api_base, max_tokens")
+    _require(cfg.report.every >= 0, "report.every", cfg.report.every,
+             "an integer >= 0 (0 = no live report)")
     _require(cfg.ray.gpus_per_island > 0, "ray.gpus_per_island", cfg.ray.gpus_per_island, "a number > 0")
 
 

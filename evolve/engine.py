@@ -15,6 +15,7 @@ from . import disk
 from .disk import DiskFull
 from .epochs import Epochs
 from .fleet import Arrival, Fleet
+from .live_report import LiveReport
 from .llm_choice import LLMChoice, describe
 from .opener import OpenedRun, open_run, prepare_task_data
 from .proposer import Proposer
@@ -36,6 +37,7 @@ class Engine:
         self.rng = random.Random(cfg.seed)   # every draw the engine makes comes from this one generator
         self.rules = Rules.from_config(cfg.selection)
         self.stop = Stop()
+        self.live_report = LiveReport(run_dir, cfg.report.every)   # report/index.html, rebuilt in the background
 
     def run(self) -> RunState:
         """Runs until a limit or a stop; self.stop.exit_code then says how it ended."""
@@ -96,6 +98,7 @@ class Engine:
             StopReason.INTERRUPTED, StopReason.TERMINATED, StopReason.DISK_FULL))
         if self.stop.reason is StopReason.DISK_FULL:
             raise DiskFull(self.stop.detail)
+        self.live_report.finish(len(state.experiments))
         return state
 
     def _loop(self, fleet: Fleet, scheduler: Scheduler, recorder: Recorder, epochs: Epochs, view: LiveView) -> None:
@@ -140,6 +143,7 @@ class Engine:
             self._record_event(event, recorder)
         recorder.sync_branches()
         view.finished(trial.island, exp)
+        self.live_report.after_record(len(recorder.state.experiments))
 
     def _record_event(self, event, recorder: Recorder) -> None:
         if event is None:

@@ -51,6 +51,6 @@ def build_comparison(a_dir: str | os.PathLike, b_dir: str | os.PathLike, out: st
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # two writers at once (engine, --serve) never clash
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -2,6 +2,7 @@
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -36,8 +37,11 @@ def _time_unit(seconds: float) -> tuple[float, str]:
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
+    """Written whole or not at all: a browser watching the report (--serve) never gets half a PNG."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
+    os.replace(tmp, path)
     return path
 
 
