@@ -189,6 +189,17 @@ class EarlyStopConfig:
 
 
 @dataclass
+class PromoteConfig:
+    # Once at least `every` experiments were recorded since the last promotion, the best island
+    # champion never promoted trains at `factor` times task.budget_s next to the base commit at the
+    # same budget and seed; the record says whether its gain held (events.tsv, report). Counted
+    # apart from run.max_experiments. 0 = never. Needs a task whose budget follows EVOLVE_BUDGET_S
+    # (the packaged tiny task does; the anchor's fixed TIME_BUDGET does not, and promotions then stop).
+    every: int = 50
+    factor: float = 4.0
+
+
+@dataclass
 class MigrationConfig:
     # Each island sends migrants after every `interval` of its own experiments (0 = never).
     interval: int = 5
@@ -286,6 +297,7 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     reset: ResetConfig = field(default_factory=ResetConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
@@ -357,6 +369,8 @@ def validate(cfg: Any, islands: int) -> None:
         compile_pattern(cfg.task.curve_pattern)
     except CurvePatternError as e:
         raise ConfigError(str(e)) from None
+    _require(cfg.promote.every >= 0, "promote.every", cfg.promote.every, "an integer >= 0 (0 = never promote)")
+    _require(cfg.promote.factor > 1, "promote.factor", cfg.promote.factor, "a multiple of task.budget_s > 1")
     _require(cfg.migration.interval >= 0, "migration.interval", cfg.migration.interval,
              "an integer >= 0 (0 = no migration)")
     _require(cfg.migration.size >= 1, "migration.size", cfg.migration.size, "an integer >= 1")

@@ -18,6 +18,8 @@ from .fleet import Arrival, Fleet
 from .live_report import LiveReport
 from .llm_choice import LLMChoice, describe
 from .opener import OpenedRun, open_run, prepare_task_data
+from .journal import events_row
+from .promotion import PromotionTrial, promotion_record
 from .proposer import Proposer
 from .recorder import Recorder
 from .records import NoiseFloor
@@ -127,6 +129,9 @@ class Engine:
             return
         if not m.result.ok:
             disk.ensure_free(self.run_dir, self.cfg.run.min_free_mb)  # a failure on a full disk is not the candidate's
+        if trial.is_promotion:
+            self._collect_promotion(trial, m, fleet, scheduler, recorder, view)
+            return
         state = recorder.state
         sigma, epoch = state.sigma or 0.0, state.islands[trial.island].epoch
         parent_runs = state.runs_of(trial.proposal.parent) if trial.proposal else []
@@ -144,6 +149,21 @@ class Engine:
         recorder.sync_branches()
         view.finished(trial.island, exp)
         self.live_report.after_record(len(recorder.state.experiments))
+
+    def _collect_promotion(self, trial: PromotionTrial, m, fleet: Fleet, scheduler: Scheduler, recorder: Recorder,
+                           view: LiveView) -> None:
+        """A promotion's champion run is followed by the base's, then recorded; a stopping run drops it."""
+        trial.file(m)
+        if not self.stop.requested and trial.next_promotion_run():
+            fleet.submit(trial)
+            view.started(trial.island, f"promotion: base at {trial.job.budget_s:g} s")
+            return
+        scheduler.promotion_done()
+        if self.stop.requested and trial.pending:
+            return
+        record = promotion_record(trial, recorder.state, scheduler.base_commit, self.cfg.promote.factor)
+        recorder.append(record)
+        say("promotion: " + events_row(record).split("\t", 2)[2].strip())
 
     def _record_event(self, event, recorder: Recorder) -> None:
         if event is None:

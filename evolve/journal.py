@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from .records import (CRASH, EARLY_STOPPED, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record, Reset, RunStart,
-                      from_json, to_json)
+from .records import (CRASH, EARLY_STOPPED, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Promotion,
+                      Record, Reset, RunStart, from_json, to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
@@ -80,6 +80,14 @@ def events_row(record: Record) -> str:
         after = record.after_seq
     elif isinstance(record, OperatorFailure):
         detail = f"island {record.island} {record.operator}: {_clean(record.reason)} (${record.cost.get('usd', 0.0):.4f})"
+        after = record.after_seq
+    elif isinstance(record, Promotion):
+        fmt = lambda v: "failed" if v is None else f"{v:.6f}"  # noqa: E731
+        long = "n/a" if record.long_delta is None else f"{record.long_delta:+.6f}"
+        detail = (f"island {record.island} {record.commit[:7]} at {record.budget_s:g} s (x{record.factor:g}, seed "
+                  f"{record.seed}): {fmt(record.champion_bpb)} against the base's {fmt(record.base_bpb)}; delta "
+                  f"{record.short_delta:+.6f} at the search's budget, {long} at the long one: "
+                  f"{'held' if record.held else 'did not hold'}" + (f" ({_clean(record.reason)})" if record.reason else ""))
         after = record.after_seq
     elif isinstance(record, RunStart):
         detail = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.time))

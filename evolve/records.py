@@ -126,6 +126,29 @@ class OperatorFailure:
 
 
 @dataclass(frozen=True)
+class Promotion:
+    """A champion trained at promote.factor times the budget next to the base commit at the same
+    budget and seed: does its gain at the search's budget hold at the longer one?"""
+
+    island: int                   # where both long runs ran
+    commit: str
+    base: str
+    seed: int
+    factor: float
+    budget_s: float               # the long budget
+    short_delta: float            # champion minus base, the means of their runs at the search's budget
+    champion_bpb: float | None    # at the long budget (None: the run failed)
+    base_bpb: float | None
+    long_delta: float | None      # champion minus base at the long budget (negative: still better)
+    held: bool                    # the champion still beats the base at the long budget
+    budget_ignored: bool          # the task did not train longer: promotions are off for the run
+    reason: str
+    wall_s: float                 # what both long runs cost
+    after_seq: int
+    kind: str = "promotion"
+
+
+@dataclass(frozen=True)
 class RunStart:
     """A start (or resume) of the run: how long the run has been running sums over starts."""
 
@@ -134,9 +157,9 @@ class RunStart:
     kind: str = "start"
 
 
-Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, OperatorFailure, RunStart]
+Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, OperatorFailure, Promotion, RunStart]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "noise": NoiseUpdate, "migration": Migration,
-          "reset": Reset, "operator_failure": OperatorFailure, "start": RunStart}
+          "reset": Reset, "operator_failure": OperatorFailure, "promotion": Promotion, "start": RunStart}
 _TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns"}
 
 

@@ -14,6 +14,7 @@ from operators.candidate import NoCandidate
 
 from .budget import max_uncounted_s
 from .curves import CurveBook
+from .promotion import PromotionTrial, due_promotion
 from .config import OnMaxCost
 from .proposer import Proposal, Proposer, Request, is_llm
 from .records import OperatorFailure, Record
@@ -47,6 +48,9 @@ class Scheduler:
         self.curves = curves
         self.early_stop = cfg.early_stop if cfg.early_stop.enabled and cfg.selection.name != "ratchet" else None
         self.curve_pattern = cfg.task.curve_pattern
+        self.promote_every, self.promote_factor = cfg.promote.every, cfg.promote.factor
+        self.budget_s = cfg.task.budget_s
+        self.promoting: PromotionTrial | None = None   # the promotion in flight (one at a time)
         plan = baseline_plan(self.n, cfg.selection.baseline_runs, cfg.selection.noise_k, cfg.seed,
                              cfg.selection.min_baselines)
         done = state.baseline_seeds_done()
@@ -84,19 +88,36 @@ class Scheduler:
     def next_trials(self, busy: set[int], in_flight: int) -> list[Trial]:
         """The trials to start now on idle islands, in island order, within run.max_experiments."""
         self._rerun_failed_baselines()
+        in_flight -= self.promoting is not None   # promotions are counted apart from run.max_experiments
         trials: list[Trial] = []
         for k in range(self.n):
             if not self.can_start(in_flight + len(trials)):
                 break
             if k in busy or k in self.retired:
                 continue
-            trial = self._next_trial(k)
+            trial = self._promotion(k) or self._next_trial(k)
             if trial is None:
                 continue
+            if trial.is_promotion:
+                in_flight -= 1
             trials.append(trial)
             if trial.proposal is not None and self.prefetch_enabled and self.can_start(in_flight + len(trials)):
                 self._plan_next(k)
         return trials
+
+    def _promotion(self, k: int) -> PromotionTrial | None:
+        """A champion's promotion to start on island k, when one is due and none is in flight."""
+        if self.promoting is not None or self.state.sigma is None:
+            return None
+        commit = due_promotion(self.state, self.promote_every, self.base_commit)
+        if commit is None:
+            return None
+        job = Job(self.job_id(k), k, commit, None, self.fresh_seed(), budget_s=self.promote_factor * self.budget_s)
+        self.promoting = PromotionTrial(job, self.base_commit)
+        return self.promoting
+
+    def promotion_done(self) -> None:
+        self.promoting = None
 
     def fresh_seed(self) -> int:
         """A seed no run of this run has used yet, for a paired re-run of a candidate and its parent."""
@@ -235,6 +256,8 @@ class Scheduler:
         if k in self.prefetch:
             self._drop_prefetch(k, f"island retired: {why}")
         owed, self.baselines_left[k] = self.baselines_left[k], []
+        if trial is not None and trial.is_promotion:
+            self.promoting, trial = None, None     # a champion still due is promoted on another island
         if trial is not None and trial.proposal is None:
             owed.append(BaselineRun(island=k, seed=trial.job.seed))
         for i, b in enumerate(owed if alive else []):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .population import Member, Population, hall_of_fame
 from .records import (CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record,
-                      Reset, RunStart)
+                      Promotion, Reset, RunStart)
 
 
 @dataclass
@@ -48,6 +48,7 @@ class RunState:
     # several islands, e.g. the baseline with different seeds).
     measurements: dict[str, list[float]] = field(default_factory=dict)
     starts: list[RunStart] = field(default_factory=list)
+    promotions: list[Promotion] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.islands:
@@ -87,6 +88,9 @@ class RunState:
         elif isinstance(record, OperatorFailure):
             self.islands[record.island].operator_failures += 1
             self.islands[record.island].llm_usd += record.cost.get("usd", 0.0)
+            self.events.append(record)
+        elif isinstance(record, Promotion):
+            self.promotions.append(record)
             self.events.append(record)
         elif isinstance(record, RunStart):
             self.starts.append(record)

@@ -46,6 +46,8 @@ class Trial:
     """A baseline (no proposal) or a candidate, from its first run to its verdict. A close call
     runs again together with its parent, both on the same fresh seed (paired)."""
 
+    is_promotion = False     # evolve/promotion.py's PromotionTrial: two long runs, no verdict
+
     def __init__(self, job: Job, proposal: Proposal | None):
         self.job = job                              # the run in progress
         self.proposal = proposal

@@ -116,3 +116,8 @@ class LiveView:
                                f"lab: {lab.repo.working_tree_dir}", highlight=False, markup=False)
             self.console.print("[evolve] hall of fame: " + ", ".join(f"{m.commit[:7]} {m.val_bpb:.6f}" for m in hof),
                                highlight=False, markup=False)
+        if s.promotions:
+            held = sum(p.held for p in s.promotions)
+            self.console.print(f"[evolve] promotions: {len(s.promotions)} ({held} held at the longer budget), "
+                               f"{sum(p.wall_s for p in s.promotions) / 60:.1f} min of fitness runs outside "
+                               "run.max_experiments; see events.tsv", highlight=False, markup=False)

@@ -48,6 +48,7 @@ class Job:
     max_uncounted_s: float | None = None
     # The early-stop rule of a candidate's first run (island/curve.py); None: it runs to the end.
     early_stop: EarlyStop | None = None
+    budget_s: float | None = None   # a promotion's longer budget; None: the island's own (task.budget_s)
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ class Island:
             log_path.write_text(f"over-budget, not run: {rebinding}\n")
             result = FitnessResult.rejected(rebinding, log_path, status=Status.OVER_BUDGET)
         else:
-            result = run_fitness(self.task_dir, budget_s=s.budget_s, grace_s=s.grace_s, log_path=log_path,
+            result = run_fitness(self.task_dir, budget_s=job.budget_s or s.budget_s, grace_s=s.grace_s, log_path=log_path,
                                  seed=job.seed, extra_env=self.env, python=s.python,
                                  num_threads=s.num_threads, max_memory_mb=s.max_memory_mb, evaluator=s.evaluator,
                                  pidfile=self.pid_dir / f"island-{self.index}.pid", seed_env=s.seed_env,
@@ -233,7 +234,7 @@ class Island:
         """``result`` as over-budget when it trained longer than the budget allows or spent more
         uncounted time than job.max_uncounted_s; unchanged otherwise."""
         s = self.settings
-        reason = budget.over_budget(result.metrics, result.wall_s, s.budget_s, s.budget_tolerance,
+        reason = budget.over_budget(result.metrics, result.wall_s, job.budget_s or s.budget_s, s.budget_tolerance,
                                     s.budget_tolerance_s, job.max_uncounted_s)
         if reason is None:
             return result
