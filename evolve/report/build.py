@@ -10,7 +10,7 @@ from pathlib import Path
 from ..rescore import config_value, rescore
 from .data import read_run
 from .page import render_comparison, render_report
-from .plots import plot_comparison, plot_lineage, plot_progress, plot_rates, plot_staircase
+from .plots import plot_comparison, plot_curves, plot_lineage, plot_progress, plot_rates, plot_staircase
 from .stats import champion_commits
 
 
@@ -30,7 +30,7 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     out.mkdir(parents=True, exist_ok=True)
     plots = {}
     for name, plot in (("progress", plot_progress), ("staircase", plot_staircase), ("lineage", plot_lineage),
-                       ("rates", plot_rates)):
+                       ("rates", plot_rates), ("curves", plot_curves)):
         plots[name] = plot(run, out / f"{name}.png").name
     index = out / "index.html"
     _write(index, render_report(run, plots))

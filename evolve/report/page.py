@@ -8,7 +8,8 @@ import math
 import time
 
 from ..noise import standard_error
-from ..records import CRASH, KEEP, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Reset
+from ..journal import events_row
+from ..records import CRASH, EARLY_STOPPED, KEEP, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Promotion, Reset
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
 from .stats import best_after, champion_rows, reach_best
@@ -206,12 +207,41 @@ def render_events(run: RunData) -> str:
         elif isinstance(e, NoiseFloor):
             rows.append(["", "noise floor", esc(f"σ = {e.sigma:.6f} ({e.dof} dof) from baselines "
                                                 + ", ".join(f"{b:.6f}" for b in e.baselines))])
+        elif isinstance(e, Promotion):
+            rows.append([str(e.after_seq), "promotion", esc(events_row(e).split("\t", 2)[2].strip())])
         elif isinstance(e, NoiseUpdate):
             rows.append([str(e.after_seq), "noise estimate", esc(f"σ = {e.sigma:.6f} ({e.dof} dof), pooled over "
                                                                  "every repeated measurement of identical code")])
     if not rows:
         return "<p>No events yet.</p>"
     return table(["after seq", "event", "detail"], rows)
+
+
+def render_early_stops(run: RunData) -> str:
+    df = run.experiments
+    stopped = df[df["outcome"] == EARLY_STOPPED]
+    candidates = df[df["operator"] != "baseline"]
+    if candidates.empty:
+        return "<p>No candidates yet.</p>"
+    full = df[(df["outcome"] == "ok") & (df["operator"] != "baseline")]["wall_s"]
+    saved = (full.median() * len(stopped) - stopped["wall_s"].sum()) if len(full) and len(stopped) else 0.0
+    return (f"<p>{len(stopped)} of {len(candidates)} candidates were stopped early (outcome <code>early-stopped</code>: "
+            f"their curve was worse than their parent's by more than early_stop.k noise sd), saving about "
+            f"{saved / 60:.1f} min of fitness runs against a median full run.</p>")
+
+
+def render_promotions(run: RunData) -> str:
+    promotions = [e for e in run.events if isinstance(e, Promotion)]
+    if not promotions:
+        return ("<p>No promotions yet (promote.every experiments between them; 0 = off). A promotion trains the "
+                "best island champion at promote.factor times the budget next to the base commit.</p>")
+    rows = [[str(p.island), f"<code>{esc(p.commit[:7])}</code>", f"{p.budget_s:g} s (×{p.factor:g})",
+             f"{p.short_delta:+.6f}", fmt(p.long_delta, "+.6f"), fmt(p.champion_bpb), fmt(p.base_bpb),
+             "yes" if p.held else "no", esc(p.reason)] for p in promotions]
+    return ("<p>Δ is champion minus base (negative: the champion is better): at the search's budget the means of "
+            "their runs, at the long budget one paired run each (same seed).</p>"
+            + table(["island", "champion", "long budget", "Δ search budget", "Δ long budget", "champion long",
+                     "base long", "held", "note"], rows, numeric={3, 4, 5, 6}))
 
 
 def render_report(run: RunData, plots: dict[str, str]) -> str:
@@ -258,6 +288,11 @@ def render_report(run: RunData, plots: dict[str, str]) -> str:
         f"call also beats its parent on a shared fresh seed. The diff is <code>git diff parent commit -- "
         f"train.py</code> in the lab.</p>",
         render_kept_changes(run),
+        "<h2>Training curves and early stops</h2>", render_early_stops(run),
+        figure(plots["curves"], "The run champion's training curve (red) against its parent's (blue) and the "
+               "baselines' (grey), every run of each, as train.py printed them: loss against the fraction of the "
+               "budget. An early stop compares a candidate's curve with its parent's at equal fractions."),
+        "<h2>Promotions: does a gain transfer to a longer budget?</h2>", render_promotions(run),
         "<h2>Events</h2>", render_events(run),
     ]
     return page(f"evolve report: {run.name}", "\n".join(body))

@@ -15,6 +15,7 @@ from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from ..curves import CurveBook  # noqa: E402
 from ..records import CRASH, DISCARD, KEEP  # noqa: E402
 from .data import RunData, distinct_names  # noqa: E402
 from .graph import layered_layout, lineage  # noqa: E402
@@ -291,3 +292,36 @@ def plot_comparison(a: RunData, b: RunData, path: Path) -> Path:
     fig.suptitle(f"{labels[0]} vs {labels[1]}: running best (★ = where each run reached its best)")
     return _save(fig, path)
 
+
+
+def plot_curves(run: RunData, path: Path) -> Path:
+    """The run champion's training curve against its parent's and the baselines' (loss against the
+    fraction of the budget, every run of each; curves.jsonl)."""
+    book = CurveBook(run.run_dir)
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    champion = run.state.champion()
+    base = run.manifest.get("base_commit", "")
+    exp = next((e for e in run.state.experiments if champion and e.commit == champion.commit and not e.is_baseline), None)
+    parent = (exp.parent or exp.parents[0]) if exp is not None and exp.parents else None
+    drawn = False
+    for commit, label, color, width in ((base, "baseline (base commit)", "#777777", 1.0),
+                                        (parent, "champion's parent", "#1f77b4", 1.2),
+                                        (champion.commit if champion else None, "champion", "#d62728", 1.8)):
+        if not commit or (commit == base and label != "baseline (base commit)"):
+            continue
+        for i, points in enumerate(book.of(commit).values()):
+            ax.plot([p[1] for p in points], [p[2] for p in points], color=color, lw=width, alpha=0.8,
+                    label=label if i == 0 else None)
+            drawn = True
+    if not drawn:
+        _empty(ax, "no training curves recorded (the task prints no step log the curve pattern reads)")
+    else:
+        ax.set_xlabel("fraction of the budget")
+        ax.set_ylabel("training loss (as printed)")
+        losses = [p[2] for runs in book.curves.values() for pts in runs.values() for p in pts if p[1] >= 0.2]
+        if losses:
+            lo, hi = np.percentile(losses, [1, 90])
+            ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        ax.legend(loc="upper right", fontsize=8)
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
