@@ -24,15 +24,16 @@ NOISE_WINDOW = 0.1
 
 
 class CurveBook:
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / CURVES_FILE
+    def __init__(self, run_dir: Path | None):
+        """The book of run_dir's curves.jsonl; None: an empty book in memory only."""
+        self.path = Path(run_dir) / CURVES_FILE if run_dir is not None else None
         self.curves: dict[str, dict[int, list[Point]]] = {}   # commit -> seed -> points
         self.stopped: dict[tuple[str, int], float] = {}        # (commit, seed) -> where an early stop cut it
         self.seqs: dict[tuple[str, int], int] = {}             # (commit, seed) -> the experiment's seq
         self._load()
 
     def _load(self) -> None:
-        if not self.path.exists():
+        if self.path is None or not self.path.exists():
             return
         for line in self.path.read_text(errors="replace").splitlines():
             try:
@@ -51,14 +52,25 @@ class CurveBook:
         if seq is not None:
             self.seqs[key] = int(seq)
 
+    def before(self, seq: int) -> "CurveBook":
+        """The book as it was before experiment ``seq`` was recorded (in memory; for replays)."""
+        book = CurveBook(None)
+        for commit, runs in self.curves.items():
+            for seed, points in runs.items():
+                at = self.seqs.get((commit, seed))
+                if at is not None and at < seq:
+                    book._keep(commit, seed, points, self.stopped.get((commit, seed)), at)
+        return book
+
     def add(self, commit: str, seed: int, points, seq: int, stopped_at: float | None = None) -> None:
         """Appends one run's curve (nothing for a run that printed none)."""
         if not points:
             return
         points = [list(p) for p in points]
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"commit": commit, "seed": seed, "seq": seq, "stopped_at": stopped_at,
-                                "points": points}, separators=(",", ":")) + "\n")
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"commit": commit, "seed": seed, "seq": seq, "stopped_at": stopped_at,
+                                    "points": points}, separators=(",", ":")) + "\n")
         self._keep(commit, seed, points, stopped_at, seq)
 
     def of(self, commit: str, complete: bool = False) -> dict[int, list[Point]]:

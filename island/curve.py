@@ -91,16 +91,32 @@ def grid() -> list[float]:
 
 
 def on_grid(points: list[Point]) -> dict[float, float]:
-    """The curve on the grid: for each grid point g the curve has reached, the mean finite loss of
-    the points in the cell (g - GRID_STEP, g]. A cell without points has no value."""
+    """The curve on the grid: at each grid point g within the fractions it covers, the loss
+    interpolated linearly between the printed points around g (both step logs print a smoothed
+    loss already; a slow run prints few points, so a grid cell may hold none)."""
+    xs, ys = [], []
+    for _, f, loss in sorted((p for p in points if math.isfinite(p[2])), key=lambda p: p[1]):
+        if xs and f <= xs[-1] + 1e-12:
+            ys[-1] = loss          # the same fraction printed twice (steps before the clock starts): the last
+            continue
+        xs.append(f)
+        ys.append(loss)
     out: dict[float, float] = {}
-    reached = max((f for _, f, _ in points), default=0.0)
+    if not xs:
+        return out
+    i = 0
     for g in grid():
-        if g > reached + 1e-9:
+        if g < xs[0] - 1e-9:
+            continue
+        if g > xs[-1] + 1e-9:
             break
-        cell = [loss for _, f, loss in points if g - GRID_STEP < f <= g + 1e-9 and math.isfinite(loss)]
-        if cell:
-            out[g] = fmean(cell)
+        while i + 1 < len(xs) and xs[i + 1] < g - 1e-12:
+            i += 1
+        if i + 1 == len(xs) or abs(xs[i] - g) <= 1e-9:
+            out[g] = ys[i]
+        else:
+            x0, x1, y0, y1 = xs[i], xs[i + 1], ys[i], ys[i + 1]
+            out[g] = y0 + (y1 - y0) * (g - x0) / (x1 - x0)
     return out
 
 
@@ -117,8 +133,7 @@ class EarlyStop:
     pattern: str | None = None
 
     def check(self, points: list[Point]) -> str | None:
-        """Why the run should stop now, or None. Looks at the last complete grid cell only: the
-        cell a run is in is still filling."""
+        """Why the run should stop now, or None. Looks at the last grid point the run has passed."""
         if not points:
             return None
         now = points[-1][1]
@@ -129,11 +144,11 @@ class EarlyStop:
         g = done[-1]
         if g not in reference or not noise.get(g):
             return None
-        value = on_grid([p for p in points if p[1] <= g + 1e-9]).get(g)
+        if not math.isfinite(points[-1][2]):
+            return f"at {100 * now:.0f}% of the budget: the loss is not finite"
+        value = on_grid(points).get(g)
         if value is None:
             return None
-        if not math.isfinite(value):
-            return f"at {100 * g:.0f}% of the budget: the loss is not finite"
         excess = (value - reference[g]) / noise[g]
         if excess > self.k:
             return (f"at {100 * g:.0f}% of the budget: loss {value:.4f} against the parent's "

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from evolve.curves import CurveBook  # noqa: E402
 from evolve.journal import Journal  # noqa: E402
 from evolve.records import KEEP  # noqa: E402
 from evolve.rescore import rescore  # noqa: E402
@@ -75,7 +76,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], help="another Hydra override for both sides")
     ap.add_argument("--out", type=Path, default=None, help="where the runs go (default: a temp dir, kept)")
+    ap.add_argument("--replay", type=Path, default=None,
+                    help="only replay the rule on an earlier benchmark's `off` run (its --out dir)")
+    ap.add_argument("--ks", default="1.5,2,2.5,3,4", help="early_stop.k values of the replay")
     args = ap.parse_args()
+    ks = [float(k) for k in args.ks.split(",")]
+    if args.replay:
+        replay_rule(args.replay / "off", args.budget, ks, 0.3)
+        return
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-fidelity-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"# bench_fidelity {dt.datetime.now():%Y-%m-%d %H:%M} on {platform.node()} ({os.cpu_count()} cpus); "
@@ -137,6 +145,39 @@ def main() -> None:
           f"{len(stopped)} stops in all, so about {est_false:.1f} false stops against {would_keep:.1f} would-be keeps = "
           f"{100 * est_false / would_keep if would_keep else 0:.1f}% of would-be keeps (goal < 5%)"
           + (f"; {rerun_failed} re-runs failed" if rerun_failed else ""))
+    replay_rule(out / "off", args.budget, ks, 0.3)
+
+
+def replay_rule(run_dir: Path, budget_s: float, ks: list[float], min_fraction: float) -> None:
+    """The early-stop rule replayed on the `off` run's full curves: for each k, which candidates it
+    would have stopped (with the parent's and baselines' curves recorded before each candidate),
+    how many of them were kept (false stops, known exactly here), and the fitness time saved."""
+    state = replay(run_dir)
+    book = CurveBook(run_dir)
+    base = state.experiments[0].commit
+    candidates = [e for e in state.experiments if not e.is_baseline and e.outcome == "ok"
+                  and e.seed in book.curves.get(e.commit, {})]
+    total_s = sum(e.wall_s for e in state.experiments if not e.is_baseline)
+    keeps = sum(e.status == KEEP for e in candidates)
+    print(f"\nreplay on the `off` run's {len(candidates)} full candidate curves ({keeps} kept), "
+          f"early_stop.min_fraction={min_fraction}:")
+    print("| early_stop.k | stopped | kept among stopped (false stops) | false stops / keeps | fitness time saved | "
+          "candidates per hour, x |")
+    print("|---|---|---|---|---|---|")
+    for k in ks:
+        stopped, false, saved = 0, 0, 0.0
+        for e in candidates:
+            rule = book.before(e.seq).early_stop_rule(e.parent or e.parents[0], base, k, min_fraction, None)
+            if rule is None:
+                continue
+            points = book.curves[e.commit][e.seed]
+            hit = next((p for i, p in enumerate(points) if rule.check(points[:i + 1])), None)
+            if hit is not None:
+                stopped += 1
+                false += e.status == KEEP
+                saved += (1 - hit[1]) * budget_s
+        print(f"| {k:g} | {stopped}/{len(candidates)} | {false} | {false}/{keeps} | {100 * saved / total_s:.0f}% | "
+              f"{total_s / (total_s - saved):.2f} |")
 
 
 def state_noise_k(run_dir: Path) -> float:

@@ -88,7 +88,7 @@ def test_curve_book_builds_the_rule_from_parent_and_baselines_and_survives_reloa
     assert book.early_stop_rule("child", "base", 3, 0.3, None) is None
     rule = book.early_stop_rule("base", "base", 3, 0.3, None)
     reference, noise = dict(rule.reference), dict(rule.noise)
-    assert reference[0.5] == pytest.approx(1.01 + 2 * (1 - 0.48), abs=1e-6)   # both baselines, cell (0.45, 0.5]
+    assert reference[0.5] == pytest.approx(2.01, abs=1e-6)                  # the mean of both baselines at 50%
     assert noise[0.5] == pytest.approx(0.02 / 2 ** 0.5 * (1 + 1 / 2) ** 0.5, rel=1e-6)
     with open(tmp_path / "curves.jsonl", "a") as f:
         f.write('{"commit": "cut by a ki')                                    # a torn last line
