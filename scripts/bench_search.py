@@ -4,11 +4,14 @@
     python scripts/bench_search.py                        # 10 seeds x {ratchet, islands}, 60 evaluations each
     python scripts/bench_search.py --seeds 30             # tighter intervals (about 3x as long)
     python scripts/bench_search.py --configs ratchet,islands,islands-noreset,islands-solo
-    python scripts/bench_search.py --set DEEP_WIDTH=0.3 --set NOISE=0.002   # another landscape
+    python scripts/bench_search.py --task ridge --evaluations 120   # another frozen landscape (ridge, smooth)
+    python scripts/bench_search.py --set DEEP_WIDTH=0.3 --set NOISE=0.002   # a variant of one
     python scripts/bench_search.py --simulate 2000        # only the engine-free ratchet check (seconds)
 
-The task is scripts/tasks/deceptive (train.py scores its two constants instantly on a deceptive
-landscape whose numbers are all constants of its prepare.py; see there). Every run uses the offline
+The task (--task) is one of three frozen landscapes in scripts/tasks, each scored instantly by its
+train.py from constants of its prepare.py (see there): deceptive (the default: two constants, a
+narrow well behind the wall of a bowl), ridge (four constants and a distractor, a wall across all
+four, three times the noise) and smooth (one well: the control, where exploring can only cost). Every run uses the offline
 operators only (llm=none) and the same total number of evaluations (run.max_experiments,
 baselines included; confirmation runs off), so the islands pay for their four baselines out of the
 same budget:
@@ -60,6 +63,21 @@ from operators.perturb import Perturb  # noqa: E402
 from operators.candidate import Parent  # noqa: E402
 
 TASK = ROOT / "scripts" / "tasks" / "deceptive"
+# The frozen landscapes (each committed before any default was tuned on it; see their prepare.py):
+# deceptive: 2 constants, a narrow well behind the bowl's wall; ridge: 4 constants (+1 distractor),
+# a wall across all four, 3x the noise; smooth: one well, nothing to escape (the control case).
+LANDSCAPES = ("deceptive", "ridge", "smooth")
+
+
+def task_dir(name: str) -> Path:
+    """--task: a landscape's name, or a task dir."""
+    if name in LANDSCAPES:
+        return ROOT / "scripts" / "tasks" / name
+    path = Path(name)
+    if not (path / "prepare.py").is_file() or not (path / "train.py").is_file():
+        raise SystemExit(f"--task: {name!r} is neither one of {', '.join(LANDSCAPES)} nor a dir with train.py "
+                         f"and prepare.py")
+    return path
 
 CONFIGS: dict[str, tuple[int, list[str]]] = {
     "ratchet": (1, ["selection=ratchet"]),
@@ -246,7 +264,8 @@ def main() -> None:
     ap.add_argument("--evaluations", type=int, default=60, help="run.max_experiments of every run (default 60)")
     ap.add_argument("--configs", default="ratchet,islands",
                     help=f"comma-separated, from {', '.join(CONFIGS)} (default ratchet,islands)")
-    ap.add_argument("--task", type=Path, default=TASK, help="task dir (default scripts/tasks/deceptive)")
+    ap.add_argument("--task", default="deceptive",
+                    help=f"a landscape of scripts/tasks ({', '.join(LANDSCAPES)}) or a task dir (default deceptive)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="rewrite a constant of the task's prepare.py in the benchmark's copy (repeatable)")
     ap.add_argument("--simulate", type=int, default=500,
@@ -259,6 +278,7 @@ def main() -> None:
                          "seed, evaluations, --set) are not run again, so an interrupted benchmark resumes and "
                          "seeds can be added in later invocations; the table covers the requested seeds")
     args = ap.parse_args()
+    args.task = task_dir(args.task)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in configs:
         if c not in CONFIGS:
