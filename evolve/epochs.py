@@ -1,4 +1,5 @@
-"""Run-wide events due after a record: the noise floor, migrations, resets (pure functions of the state).
+"""Run-wide events due after a record: the noise floor, migrations, resets, replica exchanges (pure
+functions of the state).
 
 Randomness comes from the `rng` passed in; nothing here writes or prints.
 """
@@ -9,8 +10,9 @@ from typing import Iterator
 
 from .config import Topology
 from .noise import pooled
-from .records import Migration, NoiseFloor, NoiseUpdate, Record, Reset
+from .records import Exchange, Migration, NoiseFloor, NoiseUpdate, Record, Reset
 from .state import RunState
+from .tempering import exchange_pairs, exchange_probability, in_sigmas, ladder
 
 
 def migration_targets(source: int, n_islands: int, topology: Topology, rng: random.Random,
@@ -65,6 +67,33 @@ def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Rand
     return Reset(round=state.reset_rounds + 1, resets=tuple(resets), after_seq=state.next_seq - 1)
 
 
+def plan_exchanges(state: RunState, interval: int, temperatures: tuple[float, ...], rng: random.Random,
+                   retired: frozenset[int] = frozenset()) -> list[Exchange]:
+    """Replica exchange, due every `interval` experiments run-wide once sigma is known: neighbours
+    on the ladder (alternating pairs, evolve/tempering.py) swap their states with the standard
+    acceptance rule (between two greedy islands: the better state moves down the ladder). One
+    record per pair tried, accepted or not (a
+    pair whose islands hold the same state is not tried, and a round with no pair to try is tried
+    again after the next experiment)."""
+    if interval <= 0 or state.sigma is None:
+        return []
+    if len(state.experiments) // interval <= state.exchange_rounds:
+        return []
+    round_ = state.exchange_rounds + 1
+    out = []
+    for cold, hot in exchange_pairs(state.n_islands, round_, retired):
+        a, b = state.state_of(cold), state.state_of(hot)
+        if a is None or b is None or a.commit == b.commit:
+            continue
+        t_cold, t_hot = temperatures[cold], temperatures[hot]
+        p = exchange_probability(in_sigmas(a.val_bpb, state.sigma), in_sigmas(b.val_bpb, state.sigma), t_cold, t_hot)
+        accepted = p >= 1.0 or rng.random() < p
+        out.append(Exchange(round=round_, cold=cold, hot=hot, cold_commit=a.commit, cold_bpb=a.val_bpb,
+                            hot_commit=b.commit, hot_bpb=b.val_bpb, temperatures=(t_cold, t_hot),
+                            probability=p, accepted=accepted, after_seq=state.next_seq - 1))
+    return out
+
+
 def baseline_cap(baseline_total: int) -> int:
     """Generation 0 gives up after this many baseline runs (failed ones are re-run until then)."""
     return 2 * baseline_total
@@ -76,6 +105,8 @@ class Epochs:
     def __init__(self, cfg, rng: random.Random, baseline_total: int):
         self.migration = cfg.migration
         self.reset = cfg.reset
+        self.exchange_interval = cfg.exchange.interval
+        self.t_max = cfg.selection.t_max
         self.rng = rng
         self.baseline_total = baseline_total
         self.baseline_cap = baseline_cap(baseline_total)
@@ -113,3 +144,5 @@ class Epochs:
             event = plan()
             if event is not None:
                 yield event
+        yield from plan_exchanges(state, self.exchange_interval, ladder(state.n_islands, self.t_max), self.rng,
+                                  retired)

@@ -85,7 +85,19 @@ def noise_text(context: ProposalContext | None) -> str:
     threshold = k * context.sigma
     return (f"Noise floor: identical code varies by sigma = {context.sigma:.6f} val_bpb from run to run. "
             f"A change must improve val_bpb by more than {threshold:.6f} ({k:g} sigma) to count; "
-            f"smaller differences are noise. Seed changes only sample this noise: do not propose them.")
+            f"smaller differences are noise. Seed changes only sample this noise: do not propose them."
+            + explore_text(context))
+
+
+def explore_text(context: ProposalContext) -> str:
+    """A hot island's temperament in words (evolve/tempering.py); nothing on a greedy island."""
+    if not context.temperature or context.temperature <= 0:
+        return ""
+    t = context.temperature
+    return (f" This island EXPLORES (temperature {t:.3g} sigma): its lineage may step back, taking a worse "
+            f"result as its next parent (a loss of {t * context.sigma:.6f} is taken about one time in three), "
+            f"so a bold change that may regress at first, to set up a larger gain later, is welcome here; "
+            f"prefer it to another small safe tweak. Results marked `explore` are such steps back.")
 
 
 def budget_text(context: ProposalContext | None) -> str:

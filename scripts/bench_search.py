@@ -84,6 +84,13 @@ CONFIGS: dict[str, tuple[int, list[str]]] = {
     "islands": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5"]),
     "islands-noreset": (4, ["migration.interval=5", "reset.interval=0"]),
     "islands-solo": (4, ["migration.interval=0", "reset.interval=0"]),
+    # issue 14's ablation: the temperature ladder, replica exchange, both; with and without migration/resets
+    "ladder": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5", "selection.t_max=100"]),
+    "exchange": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5", "exchange.interval=4"]),
+    "tempering": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5", "selection.t_max=100",
+                      "exchange.interval=4"]),
+    "tempering-solo": (4, ["migration.interval=0", "reset.interval=0", "selection.t_max=100", "exchange.interval=4"]),
+    "ladder-solo": (4, ["migration.interval=0", "reset.interval=0", "selection.t_max=100"]),
 }
 
 
@@ -220,10 +227,12 @@ def run_engine(islands: int, overrides: list[str], run_dir: Path, log_path: Path
 
 
 def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path, threshold: float,
-            log_dir: Path) -> Outcome:
+            log_dir: Path, t_max: float | None = None) -> Outcome:
     from evolve.records import Migration, Reset
 
     islands, extra = CONFIGS[config]
+    if t_max is not None:
+        extra = [f"selection.t_max={t_max:g}" if o.startswith("selection.t_max=") else o for o in extra]
     # Confirmation runs are off: they are fitness runs that run.max_experiments does not count, and
     # the comparison is at equal fitness runs.
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
@@ -268,6 +277,8 @@ def main() -> None:
                     help=f"a landscape of scripts/tasks ({', '.join(LANDSCAPES)}) or a task dir (default deceptive)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="rewrite a constant of the task's prepare.py in the benchmark's copy (repeatable)")
+    ap.add_argument("--t-max", type=float, default=None,
+                    help="selection.t_max of the configs with a temperature ladder (default: theirs, 100)")
     ap.add_argument("--simulate", type=int, default=500,
                     help="runs of the engine-free ratchet check (0 = skip); with --seeds 0 only this runs")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for median intervals")
@@ -306,6 +317,8 @@ def main() -> None:
         outcomes: list[Outcome] = []
         done: dict[tuple[str, int], Outcome] = {}
         context = {"evaluations": args.evaluations, "sets": sorted(args.set), "task": args.task.name}
+        if args.t_max is not None:
+            context["t_max"] = args.t_max
         if args.results and args.results.exists():
             for line in args.results.read_text().splitlines():
                 record = json.loads(line)
@@ -330,7 +343,7 @@ def main() -> None:
             log_dir.mkdir(exist_ok=True)
             try:
                 for seed, config in todo:
-                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir)
+                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir, args.t_max)
                     outcomes.append(o)
                     if args.results:
                         with open(args.results, "a") as f:
