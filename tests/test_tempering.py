@@ -170,3 +170,38 @@ def test_a_hot_islands_prompt_says_it_explores_and_a_greedy_ones_does_not():
     hot = noise_text(ProposalContext(island=2, sigma=0.002, noise_k=1.0, temperature=10.0))
     assert "EXPLORES" in hot and "bold change that may regress" in hot and "0.020000" in hot
     assert "EXPLORES" not in noise_text(ProposalContext(island=0, sigma=0.002, noise_k=1.0))
+
+
+def test_a_tempered_run_records_explores_and_exchanges_and_resumes_to_the_same_heads(tmp_path, landscape):
+    """End to end (real Hydra, Ray, git, fitness subprocesses): hot islands step back (explore, a
+    discard with the prefix in results.tsv), neighbours swap, each hot island's head has its ref,
+    and a resumed run rebuilds the same heads from the journal and goes on."""
+    import git
+
+    from tests.test_engine import assert_records_agree_with_git, read_tsv, run_evolve
+
+    run_dir = tmp_path / "hot"
+    common = ("+islands=3", "task=custom", f"task.dir={landscape}", "task.budget_s=0.1", "task.grace_s=20",
+              "selection.t_max=1000", "exchange.interval=2", "migration.interval=0", "reset.interval=0",
+              "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", f"run.dir={run_dir}")
+    first = run_evolve(*common, "run.max_experiments=14")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "temperature ladder" in first.stdout
+    second = run_evolve(*common, "run.max_experiments=24")           # resume: replay, then 10 more
+    assert second.returncode == 0, second.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 3)
+    assert len(state.experiments) == 24
+    explores = [e for e in state.experiments if e.status == EXPLORE]
+    assert explores and all(e.island > 0 for e in explores)           # island 0 is greedy
+    assert all(e.val_bpb > e.parent_bpb for e in explores if e.reason.startswith("explore: +"))
+    rows = {r["commit"]: r for k in range(3) for r in read_tsv(run_dir / "islands" / str(k) / "results.tsv")}
+    for e in explores:
+        assert rows[e.commit[:7]]["status"] == "discard" and rows[e.commit[:7]]["description"].startswith("explore: ")
+    assert any(isinstance(e, Exchange) for e in state.events)
+    assert {"exchange"} <= {r["kind"] for r in read_tsv(run_dir / "events.tsv")}
+    repo = git.Repo(run_dir / "lab")
+    for isl in state.islands:
+        ref = f"refs/evolve/{run_dir.name}/head/island-{isl.index}"
+        held = repo.git.for_each_ref("--format=%(objectname)", ref).strip() or None
+        assert held == isl.head, f"island {isl.index}: ref {held} != head {isl.head}"
+    assert state.islands[0].head is None and any(isl.head for isl in state.islands[1:])
