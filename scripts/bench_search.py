@@ -21,6 +21,10 @@ same budget:
                      (default selection and operator mix: perturb 0.8 / crossover 0.2 without an LLM)
     islands-noreset  the same with reset.interval=0
     islands-solo     the same with migration.interval=0 reset.interval=0 (four independent populations)
+    ladder           islands + selection.t_max=100 (island 0 greedy, the others hotter; --t-max changes it)
+    exchange         islands + exchange.interval=4 (replica exchange between greedy islands)
+    tempering        islands + both (the defaults chosen in docs/benchmarks.md, issue 14)
+    ladder-solo, tempering-solo   the same without migration and resets
 
 All runs happen in this one process: one ray.init(), then evolve.engine.Engine(cfg, run_dir, islands,
 llm=None).run() per run with the config composed by Hydra from conf/ (the engine reuses an initialized
@@ -79,18 +83,24 @@ def task_dir(name: str) -> Path:
                          f"and prepare.py")
     return path
 
+# Every knob a config depends on is spelled out, so that the configs stay what their names say
+# whatever the defaults are (issue 14 changed selection.t_max and exchange.interval).
+_PLAIN = ["selection.t_max=0", "exchange.interval=0"]
+_MIGRATE = ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5"]
+_SOLO = ["migration.interval=0", "reset.interval=0"]
+_LADDER = ["selection.t_max=100"]          # --t-max replaces the value
+_EXCHANGE = ["exchange.interval=4"]
 CONFIGS: dict[str, tuple[int, list[str]]] = {
     "ratchet": (1, ["selection=ratchet"]),
-    "islands": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5"]),
-    "islands-noreset": (4, ["migration.interval=5", "reset.interval=0"]),
-    "islands-solo": (4, ["migration.interval=0", "reset.interval=0"]),
+    "islands": (4, [*_MIGRATE, *_PLAIN]),
+    "islands-noreset": (4, ["migration.interval=5", "reset.interval=0", *_PLAIN]),
+    "islands-solo": (4, [*_SOLO, *_PLAIN]),
     # issue 14's ablation: the temperature ladder, replica exchange, both; with and without migration/resets
-    "ladder": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5", "selection.t_max=100"]),
-    "exchange": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5", "exchange.interval=4"]),
-    "tempering": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5", "selection.t_max=100",
-                      "exchange.interval=4"]),
-    "tempering-solo": (4, ["migration.interval=0", "reset.interval=0", "selection.t_max=100", "exchange.interval=4"]),
-    "ladder-solo": (4, ["migration.interval=0", "reset.interval=0", "selection.t_max=100"]),
+    "ladder": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0"]),
+    "exchange": (4, [*_MIGRATE, "selection.t_max=0", *_EXCHANGE]),
+    "tempering": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE]),
+    "ladder-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0"]),
+    "tempering-solo": (4, [*_SOLO, *_LADDER, *_EXCHANGE]),
 }
 
 
@@ -232,7 +242,7 @@ def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path,
 
     islands, extra = CONFIGS[config]
     if t_max is not None:
-        extra = [f"selection.t_max={t_max:g}" if o.startswith("selection.t_max=") else o for o in extra]
+        extra = [f"selection.t_max={t_max:g}" if o in _LADDER else o for o in extra]
     # Confirmation runs are off: they are fitness runs that run.max_experiments does not count, and
     # the comparison is at equal fitness runs.
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
