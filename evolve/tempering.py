@@ -51,8 +51,8 @@ def exchange_probability(cold_sigmas: float, hot_sigmas: float, t_cold: float, t
 
 def exchange_pairs(n_islands: int, round_: int, retired: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
     """Neighbours on the ladder that may swap in this round (1-based): (0,1), (2,3), ... in odd
-    rounds, (1,2), (3,4), ... in even ones (two islands: (0,1) every round), so a state can travel the ladder over rounds. Retired
-    islands are skipped (their neighbours pair across the gap)."""
+    rounds, (1,2), (3,4), ... in even ones (two islands: (0,1) every round), so a state can travel
+    the ladder over rounds. Retired islands are skipped (their neighbours pair across the gap)."""
     live = [k for k in range(n_islands) if k not in retired]
     first = 0 if round_ % 2 == 1 or len(live) == 2 else 1
     return [(live[i], live[i + 1]) for i in range(first, len(live) - 1, 2)]
