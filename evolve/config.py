@@ -175,6 +175,10 @@ class SelectionConfig:
     # delta as its new head with probability exp(-delta / (T sigma)) (status `explore`). 0 = no
     # ladder: every island keeps only improvements. Must be 0 or > 1.
     t_max: float = 0.0
+    # Most experiments an LLM on a hot island may stake on a multi-step bet (evolve/bets.py): it opens
+    # one by starting its description with [bet NAME N]; the bet's lineage is exempt from the keep
+    # rule for N experiments, then kept if its best beat the champion, else abandoned. 0 = no bets.
+    bet_max_credit: int = 4
 
 
 @dataclass
@@ -343,6 +347,8 @@ def validate(cfg: Any, islands: int) -> None:
              "an integer >= 1 (turn confirmation off with confirm_sigmas=0 implausible_sigmas=0)")
     _require(cfg.selection.t_max == 0 or cfg.selection.t_max > 1, "selection.t_max", cfg.selection.t_max,
              "0 (no temperature ladder) or a temperature > 1 in units of sigma")
+    _require(cfg.selection.bet_max_credit >= 0, "selection.bet_max_credit", cfg.selection.bet_max_credit,
+             "an integer >= 0 (0 = no bets)")
     _require(cfg.exchange.interval >= 0, "exchange.interval", cfg.exchange.interval,
              "an integer >= 0 (0 = no replica exchange)")
     _require(cfg.operators.perturb.hot_scale > 0, "operators.perturb.hot_scale", cfg.operators.perturb.hot_scale,

@@ -24,6 +24,7 @@ from .scheduler import Scheduler
 from .state import RunState
 from .stop import Stop, StopReason
 from .tempering import ladder
+from .bets import bet_verdict
 from .trial import Rules, tempered
 from .view import LiveView, say
 
@@ -144,6 +145,9 @@ class Engine:
             return
         verdict = tempered(trial, trial.verdict(sigma, self.rules, epoch, parent_runs), self.temperatures[trial.island],
                            sigma, epoch, state.islands[trial.island].head, self.rng.random)
+        island = state.islands[trial.island]
+        verdict = bet_verdict(trial, verdict, island.bet, island.head, self.temperatures[trial.island],
+                              self.cfg.selection.bet_max_credit, epoch)
         exp = recorder.record(trial, verdict)
         for event in epochs.after(recorder.state, trial.island, frozenset(scheduler.retired)):
             self._record_event(event, recorder)

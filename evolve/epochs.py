@@ -10,6 +10,7 @@ from typing import Iterator
 
 from .config import Topology
 from .noise import pooled
+from .bets import plan_close, plan_open
 from .records import Exchange, Migration, NoiseFloor, NoiseUpdate, Record, Reset
 from .state import RunState
 from .tempering import exchange_pairs, exchange_probability, in_sigmas, ladder
@@ -107,6 +108,7 @@ class Epochs:
         self.reset = cfg.reset
         self.exchange_interval = cfg.exchange.interval
         self.t_max = cfg.selection.t_max
+        self.bet_max_credit = cfg.selection.bet_max_credit
         self.rng = rng
         self.baseline_total = baseline_total
         self.baseline_cap = baseline_cap(baseline_total)
@@ -134,6 +136,21 @@ class Epochs:
             return None
         return NoiseUpdate(sigma=estimate.sigma, dof=estimate.dof, after_seq=state.next_seq - 1)
 
+    def bets(self, state: RunState, island: int) -> Iterator[Record]:
+        """A bet opened by the island's experiment just recorded, then one whose credit is spent."""
+        last = state.experiments[-1] if state.experiments else None
+        isl = state.islands[island]
+        if last is not None and last.island == island:
+            others = [m for m in isl.population.members if m.commit != last.commit]
+            champion = min((m.val_bpb for m in others), default=None)
+            opened = plan_open(last, isl.bet, ladder(state.n_islands, self.t_max)[island], self.bet_max_credit,
+                               champion)
+            if opened is not None:
+                yield opened
+        closed = plan_close(island, isl.bet, state.next_seq - 1)
+        if closed is not None:
+            yield closed
+
     def after(self, state: RunState, island: int, retired: frozenset[int]) -> Iterator[Record]:
         """The events due after island's experiment was recorded. Each is planned from the state
         the previous one left, so the caller applies each event before asking for the next."""
@@ -144,5 +161,6 @@ class Epochs:
             event = plan()
             if event is not None:
                 yield event
+        yield from self.bets(state, island)
         yield from plan_exchanges(state, self.exchange_interval, ladder(state.n_islands, self.t_max), self.rng,
                                   retired)

@@ -10,7 +10,7 @@ import os
 import time
 from pathlib import Path
 
-from .records import (CRASH, DISCARD, EXPLORE, Exchange, Experiment, Migration, NoiseFloor, NoiseUpdate,
+from .records import (CRASH, DISCARD, EXPLORE, Bet, Exchange, Experiment, Migration, NoiseFloor, NoiseUpdate,
                       OperatorFailure, Record, Reset, RunStart,
                       from_json, to_json)
 
@@ -77,6 +77,12 @@ def events_row(record: Record) -> str:
     elif isinstance(record, Reset):
         detail = f"round {record.round}: " + ", ".join(
             f"island {i} <- island {d} champion {c[:7]} ({v:.6f})" for i, d, c, v in record.resets)
+        after = record.after_seq
+    elif isinstance(record, Bet):
+        detail = (f"island {record.island} bet {record.name} ({record.credit} experiments) {record.action}"
+                  + (f"ed: {record.outcome}, best {record.best_commit[:7]} ({record.best_bpb:.6f}) against the "
+                     f"champion's {record.champion_bpb:.6f}" if record.action == "close" else
+                     f"ed by {record.best_commit[:7]} ({record.best_bpb:.6f})"))
         after = record.after_seq
     elif isinstance(record, Exchange):
         detail = (f"round {record.round}: island {record.cold} (T={record.temperatures[0]:g}) "

@@ -16,7 +16,9 @@ from operators.candidate import Attempt, Candidate, NoCandidate, Parent, Proposa
 from operators.prompts import MAX_HISTORY
 from operators.registry import make_operator
 
+from .bets import story
 from .lab import Lab
+from .records import Bet
 from .llm_choice import LLMChoice
 from .population import Member
 from .state import RunState
@@ -72,6 +74,7 @@ class Proposer:
                  temperatures: tuple[float, ...] = ()):
         self.lab = lab
         self.temperatures = temperatures    # each island's, in sigma units (evolve/tempering.py)
+        self.bet_max_credit = cfg.selection.bet_max_credit
         self.rng = rng
         self.run_dir = run_dir
         self.program = program
@@ -168,7 +171,10 @@ class Proposer:
             ancestor = self.lab.read(base, "train.py") if base else None
         return ProposalContext(island=island, program=self.program, history=history, sigma=state.sigma or 0.0,
                                noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor,
-                               temperature=self.temperatures[island] if island < len(self.temperatures) else 0.0)
+                               temperature=self.temperatures[island] if island < len(self.temperatures) else 0.0,
+                               bet_max_credit=self.bet_max_credit,
+                               bets=story([e for e in state.events if isinstance(e, Bet) and e.island == island],
+                                          state.islands[island].bet))
 
     # ---- proposing ------------------------------------------------------------------------------
     def prepare(self, state: RunState, island: int, operator_name: str) -> Request:

@@ -132,6 +132,22 @@ class Exchange:
 
 
 @dataclass(frozen=True)
+class Bet:
+    """A multi-step bet of a hot island opened or closed (evolve/bets.py)."""
+
+    island: int
+    name: str
+    action: str                   # open / close
+    credit: int                   # experiments it may spend, the opening one included
+    after_seq: int
+    best_commit: str              # open: the opening child; close: the best its lineage reached
+    best_bpb: float
+    champion_bpb: float           # the island's champion when it opened: what it had to beat
+    outcome: str = ""             # close: kept / abandoned
+    kind: str = "bet"
+
+
+@dataclass(frozen=True)
 class OperatorFailure:
     """An operator that produced no candidate (LLM error, unusable reply); the island fell back."""
 
@@ -152,9 +168,9 @@ class RunStart:
     kind: str = "start"
 
 
-Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, Exchange, OperatorFailure, RunStart]
+Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, Exchange, Bet, OperatorFailure, RunStart]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "noise": NoiseUpdate, "migration": Migration,
-          "reset": Reset, "exchange": Exchange, "operator_failure": OperatorFailure, "start": RunStart}
+          "reset": Reset, "exchange": Exchange, "bet": Bet, "operator_failure": OperatorFailure, "start": RunStart}
 _TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns", "temperatures"}
 
 

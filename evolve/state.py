@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .bets import OpenBet, spend
 from .population import Member, Population, hall_of_fame
-from .records import (CRASH, DISCARD, EXPLORE, KEEP, Exchange, Experiment, Migration, NoiseFloor, NoiseUpdate,
+from .records import (CRASH, DISCARD, EXPLORE, KEEP, Bet, Exchange, Experiment, Migration, NoiseFloor, NoiseUpdate,
                       OperatorFailure, Record, Reset, RunStart)
 
 
@@ -36,6 +37,7 @@ class IslandState:
     # step), and parents are drawn by tournament. Set by an explored child, by a kept child of the
     # head, and by a replica exchange; cleared by a reset. Git: refs/evolve/<run>/head/island-<k>.
     head: str | None = None
+    bet: OpenBet | None = None     # an open multi-step bet of its LLM (evolve/bets.py); a reset drops it
 
     def champion(self) -> Member | None:
         return self.population.champion()
@@ -92,6 +94,10 @@ class RunState:
                 self.islands[island].resets += 1
                 self.islands[island].epoch += 1
                 self.islands[island].head = None
+                self.islands[island].bet = None
+            self.events.append(record)
+        elif isinstance(record, Bet):
+            self._apply_bet(record)
             self.events.append(record)
         elif isinstance(record, Exchange):
             self._apply_exchange(record)
@@ -124,11 +130,27 @@ class RunState:
             island.discards += 1
         elif exp.status == CRASH:
             island.crashes += 1
-        elif exp.status == EXPLORE:
+        if island.bet is not None and island.head is not None and island.head in exp.parents:
+            island.bet = spend(island.bet, exp)       # one more experiment of the bet's lineage
+        if exp.status == EXPLORE:
             island.explores += 1
             island.head = exp.commit
         if exp.status == KEEP and island.head is not None and island.head in exp.parents:
             island.head = exp.commit      # the exploring lineage improved: it walks on from the keep
+
+    def _apply_bet(self, bet: Bet) -> None:
+        island = self.islands[bet.island]
+        if bet.action == "open":
+            island.bet = OpenBet(bet.name, bet.credit, 1, bet.best_commit, bet.best_bpb, bet.champion_bpb, bet.after_seq)
+            island.head = bet.best_commit      # the bet's lineage walks on from the child that opened it
+            return
+        island.bet = None
+        if bet.outcome == "kept":     # the best it reached joins the population: the island's new champion
+            if bet.best_commit not in island.population:
+                island.population.add(self._member(bet.best_commit, bet.best_bpb, bet.island, bet.after_seq))
+            island.head = bet.best_commit
+        else:                         # abandoned: parents come from the population again
+            island.head = None
 
     def _apply_exchange(self, ex: Exchange) -> None:
         """A swap puts each island's state at the other: it joins the receiver's population (as a

@@ -205,3 +205,103 @@ def test_a_tempered_run_records_explores_and_exchanges_and_resumes_to_the_same_h
         held = repo.git.for_each_ref("--format=%(objectname)", ref).strip() or None
         assert held == isl.head, f"island {isl.index}: ref {held} != head {isl.head}"
     assert state.islands[0].head is None and any(isl.head for isl in state.islands[1:])
+
+
+def test_a_bet_opens_spends_its_credit_on_its_lineage_and_closes_against_the_champion():
+    from evolve.bets import parse_bet
+    from evolve.records import Bet
+
+    assert parse_bet("[bet deeper 3] double the depth") == ("deeper", 3)
+    assert parse_bet("double the depth [bet deeper 3]") is None
+    cfg = OmegaConf.structured(Config)
+    cfg.islands = 2
+    OmegaConf.update(cfg, "selection.t_max", 10.0)
+    OmegaConf.update(cfg, "selection.bet_max_credit", 3)
+    epochs = Epochs(cfg, random.Random(0), baseline_total=2)
+    state = RunState(2, 4)
+    baselines(state)                      # champion 2.0 on both islands
+    b = "b" * 40
+
+    def record(e):
+        state.apply(e)
+        for event in epochs.bets(state, e.island):
+            state.apply(event)
+
+    opener = Experiment(seq=2, island=1, island_seq=1, commit="o" * 40, parents=(b,), operator="llm_mutation",
+                        description="[bet deeper 5] double the depth", outcome="ok", status=EXPLORE, val_bpb=2.2,
+                        parent_bpb=2.0, seed=0, wall_s=1.0, parent=b)
+    record(opener)
+    bet = state.islands[1].bet
+    assert (bet.name, bet.credit, bet.spent, bet.champion_bpb) == ("deeper", 3, 1, 2.0)   # credit capped at 3
+    assert state.islands[1].head == "o" * 40
+    record(exp(3, 1, "p" * 40, 2.1, EXPLORE, parents=("o" * 40,)))
+    record(exp(4, 0, "q" * 40, 1.99, KEEP, parents=(b,)))            # another island's experiment spends nothing
+    assert state.islands[1].bet.spent == 2
+    record(exp(5, 1, "r" * 40, 1.95, EXPLORE, parents=("p" * 40,)))  # third of three: best 1.95 < 2.0
+    closed = [e for e in state.events if isinstance(e, Bet) and e.action == "close"]
+    assert len(closed) == 1 and closed[0].outcome == "kept" and closed[0].best_commit == "r" * 40
+    assert state.islands[1].bet is None and state.islands[1].champion().commit == "r" * 40
+    assert "closed: kept" in events_row(closed[0]) or "kept" in events_row(closed[0])
+    # the journal alone rebuilds it
+    replayed = RunState.replay(2, 4, [from_json(to_json(r)) for r in
+                                      sorted(state.experiments + state.events,
+                                             key=lambda r: (getattr(r, "seq", None) if isinstance(r, Experiment)
+                                                            else r.after_seq if hasattr(r, "after_seq") else -1,
+                                                            not isinstance(r, Experiment)))])
+    assert replayed.islands[1].champion().commit == "r" * 40 and replayed.islands[1].head == state.islands[1].head
+    # a bet that does not beat the champion is abandoned: parents come from the population again
+    record(Experiment(seq=6, island=1, island_seq=4, commit="s" * 40, parents=("r" * 40,), operator="llm_mutation",
+                      description="[bet wide 1] widen", outcome="ok", status=EXPLORE, val_bpb=2.5, parent_bpb=1.95,
+                      seed=0, wall_s=1.0, parent="r" * 40))
+    last = [e for e in state.events if isinstance(e, Bet)][-1]
+    assert (last.name, last.action, last.outcome) == ("wide", "close", "abandoned")
+    assert state.islands[1].head is None
+
+
+def test_an_llm_bet_end_to_end_with_the_scripted_server(tmp_path):
+    """python -m evolve llm=local against tests/llm_server.py: the hot island's model is told it
+    explores and how to bet, opens a bet, its lineage is exempt while the credit lasts, the bet is
+    closed and its story reaches the island's next prompts; the greedy island never bets."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from evolve.records import Bet
+    from tests.llm_server import Reply, ScriptedLLM
+    from tests.test_engine import LANDSCAPE, ROOT, assert_records_agree_with_git, read_tsv
+    from tests.test_engine_llm import ONLY_LLM_MUTATION, whole_file
+
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "bets"
+    lrs = ["0.003", "0.0025", "0.002", "0.0015", "0.001", "0.0008", "0.0006", "0.0005", "0.0004", "0.0003"]
+    with ScriptedLLM() as server:
+        server.script(*[Reply(whole_file(f"[bet step{i} 2] learning rate {lr}", lr)) for i, lr in enumerate(lrs)])
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.1",
+             "run.max_experiments=10", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "llm.model=openai/test-model", "llm.num_retries=0", "llm.timeout_s=20", "llm.prefetch=false",
+             "selection.t_max=10", "selection.bet_max_credit=2", "migration.interval=0", "reset.interval=0",
+             "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *ONLY_LLM_MUTATION],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env={**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
+        prompts = server.prompts()
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 2)
+    bets = [e for e in state.events if isinstance(e, Bet)]
+    assert bets and all(b.island == 1 for b in bets), bets          # island 0 is greedy: it never bets
+    opened = [b for b in bets if b.action == "open"]
+    closed = [b for b in bets if b.action == "close"]
+    assert opened and closed and closed[0].name == opened[0].name and closed[0].outcome in ("kept", "abandoned")
+    # while a bet was open, its lineage was never discarded
+    mine = [e for e in state.experiments if e.island == 1 and not e.is_baseline]
+    first = next(i for i, e in enumerate(mine) if e.seq == opened[0].after_seq)
+    assert all(e.status in ("explore", "keep") for e in mine[first:first + 2])
+    assert any(e.reason.startswith("bet ") for e in mine)
+    # the hot island's prompts say it explores, how to bet, and (after the opening) the bet's story
+    hot = [p for p in prompts if "EXPLORES" in p]
+    assert hot and all("[bet NAME N]" in p for p in hot)
+    assert any(f"bet {opened[0].name} is OPEN" in p for p in hot)
+    assert not any("EXPLORES" in p for p in prompts if p not in hot)
+    assert "bet" in {r["kind"] for r in read_tsv(run_dir / "events.tsv")}

@@ -8,7 +8,7 @@ import math
 import time
 
 from ..noise import standard_error
-from ..records import CRASH, KEEP, Exchange, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Reset
+from ..records import CRASH, KEEP, Bet, Exchange, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Reset
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
 from .stats import best_after, champion_rows, reach_best
@@ -203,6 +203,12 @@ def render_events(run: RunData) -> str:
             what = "; ".join(f"island {i} ← champion <code>{esc(c[:7])}</code> ({v:.6f}) of island {d}"
                              for i, d, c, v in e.resets)
             rows.append([str(e.after_seq), f"reset (round {e.round})", what])
+        elif isinstance(e, Bet):
+            what = (f"island {e.island}: <b>{esc(e.name)}</b>, {e.credit} experiments, "
+                    + (f"{esc(e.outcome)}: best <code>{esc(e.best_commit[:7])}</code> ({e.best_bpb:.6f}) against "
+                       f"the champion's {e.champion_bpb:.6f}" if e.action == "close" else
+                       f"opened by <code>{esc(e.best_commit[:7])}</code> ({e.best_bpb:.6f})"))
+            rows.append([str(e.after_seq), f"bet {esc(e.action)}", what])
         elif isinstance(e, Exchange):
             what = (f"island {e.cold} (T={e.temperatures[0]:.3g}) <code>{esc(e.cold_commit[:7])}</code> "
                     f"({e.cold_bpb:.6f}) ⇄ island {e.hot} (T={e.temperatures[1]:.3g}) "
