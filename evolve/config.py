@@ -173,8 +173,9 @@ class SelectionConfig:
     # Temperature of the hottest island, in units of sigma (evolve/tempering.py): island 0 is greedy
     # (T = 0), island k of n runs at t_max ** (k / (n - 1)) and takes a child worse than its head by
     # delta as its new head with probability exp(-delta / (T sigma)) (status `explore`). 0 = no
-    # ladder: every island keeps only improvements. Must be 0 or > 1.
-    t_max: float = 0.0
+    # ladder: every island keeps only improvements. Must be 0 or > 1. The default, 100, was chosen on
+    # scripts/bench_search.py's frozen landscapes (docs/benchmarks.md, "Temperaments").
+    t_max: float = 100.0
     # Most experiments an LLM on a hot island may stake on a multi-step bet (evolve/bets.py): it opens
     # one by starting its description with [bet NAME N]; the bet's lineage is exempt from the keep
     # rule for N experiments, then kept if its best beat the champion, else abandoned. 0 = no bets.

@@ -298,6 +298,8 @@ def main() -> None:
                     help="JSON-lines file: every finished run is appended; runs already in it (same config, "
                          "seed, evaluations, --set) are not run again, so an interrupted benchmark resumes and "
                          "seeds can be added in later invocations; the table covers the requested seeds")
+    ap.add_argument("--table-only", action="store_true",
+                    help="print the table from --results without running what it lacks (configs may then differ in seeds)")
     args = ap.parse_args()
     args.task = task_dir(args.task)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -339,7 +341,7 @@ def main() -> None:
         for seed, config in todo:
             if (config, seed) in done:
                 outcomes.append(done[(config, seed)])
-        todo = [(seed, config) for seed, config in todo if (config, seed) not in done]
+        todo = [(seed, config) for seed, config in todo if (config, seed) not in done and not args.table_only]
         if done and args.results:
             print(f"[bench_search] {len(outcomes)} runs taken from {args.results}, {len(todo)} to run", flush=True)
         if todo:
