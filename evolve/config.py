@@ -175,6 +175,24 @@ class SelectionConfig:
     # it beats the parent by more than paired_sigmas * sigma (what a seed fixes cancels in that
     # difference). 0 = any gain on the shared seed.
     paired_sigmas: float = 2.0
+    # Temperature of the hottest island, in units of sigma (evolve/tempering.py): island 0 is greedy
+    # (T = 0), island k of n runs at t_max ** (k / (n - 1)) and takes a child worse than its head by
+    # delta as its new head with probability exp(-delta / (T sigma)) (status `explore`). 0 = no
+    # ladder: every island keeps only improvements. Must be 0 or > 1. The default, 100, was chosen on
+    # scripts/bench_search.py's frozen landscapes (docs/benchmarks.md, "Temperaments").
+    t_max: float = 100.0
+    # Most experiments an LLM on a hot island may stake on a multi-step bet (evolve/bets.py): it opens
+    # one by starting its description with [bet NAME N]; the bet's lineage is exempt from the keep
+    # rule for N experiments, then kept if its best beat the champion, else abandoned. 0 = no bets.
+    bet_max_credit: int = 4
+
+
+@dataclass
+class ExchangeConfig:
+    # Every `interval` experiments (run-wide), neighbours on the temperature ladder may swap their
+    # states (replica exchange; evolve/tempering.py). 0 = never. Without a ladder (selection.t_max=0)
+    # a swap happens when the higher island holds the better state: it moves down to island 0.
+    interval: int = 0
 
 
 @dataclass
@@ -251,6 +269,9 @@ class PerturbConfig:
     # the hardware alone (H100_BF16_PEAK_FLOPS only feeds the MFU printout). Setting this replaces
     # the list: keep the defaults you still want.
     exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    # perturb's step size on the hottest island is scale x hot_scale; islands in between grow
+    # with their temperature, scale x (1 + (hot_scale - 1) x T / selection.t_max). 1 = the same everywhere.
+    hot_scale: float = 1.0
 
 
 @dataclass
@@ -300,6 +321,7 @@ class Config:
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     reset: ResetConfig = field(default_factory=ResetConfig)
+    exchange: ExchangeConfig = field(default_factory=ExchangeConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     operators: OperatorsConfig = field(default_factory=OperatorsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -371,6 +393,14 @@ def validate(cfg: Any, islands: int) -> None:
         raise ConfigError(str(e)) from None
     _require(cfg.promote.every >= 0, "promote.every", cfg.promote.every, "an integer >= 0 (0 = never promote)")
     _require(cfg.promote.factor > 1, "promote.factor", cfg.promote.factor, "a multiple of task.budget_s > 1")
+    _require(cfg.selection.t_max == 0 or cfg.selection.t_max > 1, "selection.t_max", cfg.selection.t_max,
+             "0 (no temperature ladder) or a temperature > 1 in units of sigma")
+    _require(cfg.selection.bet_max_credit >= 0, "selection.bet_max_credit", cfg.selection.bet_max_credit,
+             "an integer >= 0 (0 = no bets)")
+    _require(cfg.exchange.interval >= 0, "exchange.interval", cfg.exchange.interval,
+             "an integer >= 0 (0 = no replica exchange)")
+    _require(cfg.operators.perturb.hot_scale > 0, "operators.perturb.hot_scale", cfg.operators.perturb.hot_scale,
+             "a number > 0 (1 = the same step on every island)")
     _require(cfg.migration.interval >= 0, "migration.interval", cfg.migration.interval,
              "an integer >= 0 (0 = no migration)")
     _require(cfg.migration.size >= 1, "migration.size", cfg.migration.size, "an integer >= 1")

@@ -26,7 +26,9 @@ from .records import NoiseFloor
 from .scheduler import Scheduler
 from .state import RunState
 from .stop import Stop, StopReason
-from .trial import Rules
+from .tempering import ladder
+from .bets import bet_verdict
+from .trial import Rules, tempered
 from .view import LiveView, say
 
 
@@ -38,6 +40,7 @@ class Engine:
         self.llm = llm
         self.rng = random.Random(cfg.seed)   # every draw the engine makes comes from this one generator
         self.rules = Rules.from_config(cfg.selection)
+        self.temperatures = ladder(islands, cfg.selection.t_max)   # sigma units; island 0 greedy
         self.stop = Stop()
         self.live_report = LiveReport(run_dir, cfg.report.every)   # report/index.html, rebuilt in the background
 
@@ -54,7 +57,12 @@ class Engine:
         cfg = self.cfg
         state, recorder = opened.state, opened.recorder
         say(describe(self.llm))
-        proposer = Proposer(opened.workspace.lab, cfg, self.llm, self.rng, self.run_dir, opened.brief)
+        if any(self.temperatures):
+            say("temperature ladder (sigma units): " + ", ".join(
+                f"island {k} T={t:.3g}" for k, t in enumerate(self.temperatures))
+                + (f"; replica exchange every {cfg.exchange.interval} experiments" if cfg.exchange.interval else ""))
+        proposer = Proposer(opened.workspace.lab, cfg, self.llm, self.rng, self.run_dir, opened.brief,
+                            self.temperatures)
         scheduler = Scheduler(cfg, state, proposer, opened.workspace.manifest.base_commit, opened.base_sha256,
                               self.stop, recorder.append, opened.curves)
         epochs = Epochs(cfg, self.rng, scheduler.baseline_total)
@@ -143,7 +151,12 @@ class Engine:
             whose = "parent, paired" if trial.job.source is None else "re-run"
             view.started(trial.island, f"{whose} (seed {trial.job.seed}): {trial.label}")
             return
-        exp = recorder.record(trial, trial.verdict(sigma, self.rules, epoch, parent_runs))
+        verdict = tempered(trial, trial.verdict(sigma, self.rules, epoch, parent_runs), self.temperatures[trial.island],
+                           sigma, epoch, state.islands[trial.island].head, self.rng.random)
+        island = state.islands[trial.island]
+        verdict = bet_verdict(trial, verdict, island.bet, island.head, self.temperatures[trial.island],
+                              self.cfg.selection.bet_max_credit, epoch)
+        exp = recorder.record(trial, verdict)
         for event in epochs.after(recorder.state, trial.island, frozenset(scheduler.retired)):
             self._record_event(event, recorder)
         recorder.sync_branches()

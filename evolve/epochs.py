@@ -1,4 +1,5 @@
-"""Run-wide events due after a record: the noise floor, migrations, resets (pure functions of the state).
+"""Run-wide events due after a record: the noise floor, migrations, resets, replica exchanges (pure
+functions of the state).
 
 Randomness comes from the `rng` passed in; nothing here writes or prints.
 """
@@ -9,8 +10,10 @@ from typing import Iterator
 
 from .config import Topology
 from .noise import pooled
-from .records import Migration, NoiseFloor, NoiseUpdate, Record, Reset
+from .bets import plan_close, plan_open
+from .records import Exchange, Migration, NoiseFloor, NoiseUpdate, Record, Reset
 from .state import RunState
+from .tempering import exchange_pairs, exchange_probability, in_sigmas, ladder
 
 
 def migration_targets(source: int, n_islands: int, topology: Topology, rng: random.Random,
@@ -65,6 +68,33 @@ def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Rand
     return Reset(round=state.reset_rounds + 1, resets=tuple(resets), after_seq=state.next_seq - 1)
 
 
+def plan_exchanges(state: RunState, interval: int, temperatures: tuple[float, ...], rng: random.Random,
+                   retired: frozenset[int] = frozenset()) -> list[Exchange]:
+    """Replica exchange, due every `interval` experiments run-wide once sigma is known: neighbours
+    on the ladder (alternating pairs, evolve/tempering.py) swap their states with the standard
+    acceptance rule (between two greedy islands: the better state moves down the ladder). One
+    record per pair tried, accepted or not (a
+    pair whose islands hold the same state is not tried, and a round with no pair to try is tried
+    again after the next experiment)."""
+    if interval <= 0 or state.sigma is None:
+        return []
+    if len(state.experiments) // interval <= state.exchange_rounds:
+        return []
+    round_ = state.exchange_rounds + 1
+    out = []
+    for cold, hot in exchange_pairs(state.n_islands, round_, retired):
+        a, b = state.state_of(cold), state.state_of(hot)
+        if a is None or b is None or a.commit == b.commit:
+            continue
+        t_cold, t_hot = temperatures[cold], temperatures[hot]
+        p = exchange_probability(in_sigmas(a.val_bpb, state.sigma), in_sigmas(b.val_bpb, state.sigma), t_cold, t_hot)
+        accepted = p >= 1.0 or rng.random() < p
+        out.append(Exchange(round=round_, cold=cold, hot=hot, cold_commit=a.commit, cold_bpb=a.val_bpb,
+                            hot_commit=b.commit, hot_bpb=b.val_bpb, temperatures=(t_cold, t_hot),
+                            probability=p, accepted=accepted, after_seq=state.next_seq - 1))
+    return out
+
+
 def baseline_cap(baseline_total: int) -> int:
     """Generation 0 gives up after this many baseline runs (failed ones are re-run until then)."""
     return 2 * baseline_total
@@ -76,6 +106,9 @@ class Epochs:
     def __init__(self, cfg, rng: random.Random, baseline_total: int):
         self.migration = cfg.migration
         self.reset = cfg.reset
+        self.exchange_interval = cfg.exchange.interval
+        self.t_max = cfg.selection.t_max
+        self.bet_max_credit = cfg.selection.bet_max_credit
         self.rng = rng
         self.baseline_total = baseline_total
         self.baseline_cap = baseline_cap(baseline_total)
@@ -103,6 +136,21 @@ class Epochs:
             return None
         return NoiseUpdate(sigma=estimate.sigma, dof=estimate.dof, after_seq=state.next_seq - 1)
 
+    def bets(self, state: RunState, island: int) -> Iterator[Record]:
+        """A bet opened by the island's experiment just recorded, then one whose credit is spent."""
+        last = state.experiments[-1] if state.experiments else None
+        isl = state.islands[island]
+        if last is not None and last.island == island:
+            others = [m for m in isl.population.members if m.commit != last.commit]
+            champion = min((m.val_bpb for m in others), default=None)
+            opened = plan_open(last, isl.bet, ladder(state.n_islands, self.t_max)[island], self.bet_max_credit,
+                               champion)
+            if opened is not None:
+                yield opened
+        closed = plan_close(island, isl.bet, state.next_seq - 1)
+        if closed is not None:
+            yield closed
+
     def after(self, state: RunState, island: int, retired: frozenset[int]) -> Iterator[Record]:
         """The events due after island's experiment was recorded. Each is planned from the state
         the previous one left, so the caller applies each event before asking for the next."""
@@ -113,3 +161,6 @@ class Epochs:
             event = plan()
             if event is not None:
                 yield event
+        yield from self.bets(state, island)
+        yield from plan_exchanges(state, self.exchange_interval, ladder(state.n_islands, self.t_max), self.rng,
+                                  retired)

@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from .records import (CRASH, EARLY_STOPPED, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Promotion,
-                      Record, Reset, RunStart, from_json, to_json)
+from .records import (CRASH, DISCARD, EARLY_STOPPED, EXPLORE, Bet, Exchange, Experiment, Migration, NoiseFloor,
+                      NoiseUpdate, OperatorFailure, Promotion, Record, Reset, RunStart, from_json, to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
@@ -25,7 +25,8 @@ def _clean(text: str) -> str:
 
 
 def results_row(exp: Experiment) -> str:
-    """One row of the anchor's results.tsv."""
+    """One row of the anchor's results.tsv (keep/discard/crash only: an explored child is a discard
+    whose description starts with `explore: `)."""
     if exp.outcome == EARLY_STOPPED:
         # A discard without a score: an empty val_bpb, which the anchor's analysis.ipynb reads as NaN
         # and leaves out of its chart (0.000000, the crash convention, would plot as a huge gain).
@@ -34,7 +35,10 @@ def results_row(exp: Experiment) -> str:
     crashed = exp.status == CRASH or exp.val_bpb is None
     bpb = 0.0 if crashed else exp.val_bpb
     mem = 0.0 if crashed else exp.metrics.get("peak_vram_mb", 0.0) / 1024
-    return f"{exp.commit[:7]}\t{bpb:.6f}\t{mem:.1f}\t{exp.status}\t{_clean(exp.description)}\n"
+    status, description = exp.status, _clean(exp.description)
+    if status == EXPLORE:
+        status, description = DISCARD, f"explore: {description}"
+    return f"{exp.commit[:7]}\t{bpb:.6f}\t{mem:.1f}\t{status}\t{description}\n"
 
 
 def experiments_row(exp: Experiment) -> str:
@@ -77,6 +81,18 @@ def events_row(record: Record) -> str:
     elif isinstance(record, Reset):
         detail = f"round {record.round}: " + ", ".join(
             f"island {i} <- island {d} champion {c[:7]} ({v:.6f})" for i, d, c, v in record.resets)
+        after = record.after_seq
+    elif isinstance(record, Bet):
+        detail = (f"island {record.island} bet {record.name} ({record.credit} experiments) {record.action}"
+                  + (f"ed: {record.outcome}, best {record.best_commit[:7]} ({record.best_bpb:.6f}) against the "
+                     f"champion's {record.champion_bpb:.6f}" if record.action == "close" else
+                     f"ed by {record.best_commit[:7]} ({record.best_bpb:.6f})"))
+        after = record.after_seq
+    elif isinstance(record, Exchange):
+        detail = (f"round {record.round}: island {record.cold} (T={record.temperatures[0]:g}) "
+                  f"{record.cold_commit[:7]} ({record.cold_bpb:.6f}) <-> island {record.hot} "
+                  f"(T={record.temperatures[1]:g}) {record.hot_commit[:7]} ({record.hot_bpb:.6f}): "
+                  f"{'swapped' if record.accepted else 'kept'} (p={record.probability:.3f})")
         after = record.after_seq
     elif isinstance(record, OperatorFailure):
         detail = f"island {record.island} {record.operator}: {_clean(record.reason)} (${record.cost.get('usd', 0.0):.4f})"

@@ -160,6 +160,24 @@ class Lab:
         except git.GitCommandError:
             return None
 
+    def head_ref(self, island: int) -> str:
+        """Where a hot island's exploring head is kept (its branch holds its champion)."""
+        return f"refs/evolve/{self.run_name}/head/island-{island}"
+
+    def set_head(self, island: int, commit: str | None) -> None:
+        """Points the island's head ref at commit, or deletes it (None: no head apart from the champion)."""
+        if commit is None:
+            if self.head_of(island) is not None:
+                self.repo.git.update_ref("-d", self.head_ref(island))
+        else:
+            self.repo.git.update_ref(self.head_ref(island), commit)
+
+    def head_of(self, island: int) -> str | None:
+        try:
+            return self.repo.git.rev_parse("--verify", "--quiet", self.head_ref(island))
+        except git.GitCommandError:
+            return None
+
     def has_run_refs(self) -> bool:
         """Whether this run's name already has branches or refs in the repository."""
         return bool(self.repo.git.for_each_ref("--count=1", f"refs/evolve/{self.run_name}/",

@@ -16,7 +16,9 @@ from operators.candidate import Attempt, Candidate, NoCandidate, Parent, Proposa
 from operators.prompts import MAX_HISTORY
 from operators.registry import make_operator
 
+from .bets import story
 from .lab import Lab
+from .records import Bet
 from .llm_choice import LLMChoice
 from .population import Member
 from .state import RunState
@@ -68,8 +70,11 @@ class Request:
 
 
 class Proposer:
-    def __init__(self, lab: Lab, cfg, llm: LLMChoice | None, rng: random.Random, run_dir: Path, program: str):
+    def __init__(self, lab: Lab, cfg, llm: LLMChoice | None, rng: random.Random, run_dir: Path, program: str,
+                 temperatures: tuple[float, ...] = ()):
         self.lab = lab
+        self.temperatures = temperatures    # each island's, in sigma units (evolve/tempering.py)
+        self.bet_max_credit = cfg.selection.bet_max_credit
         self.rng = rng
         self.run_dir = run_dir
         self.program = program
@@ -86,6 +91,12 @@ class Proposer:
                                                         "scale": cfg.operators.perturb.scale, "exclude": exclude}
                                                        if name == "perturb" else {"exclude": exclude}))
                          for name in OFFLINE_OPERATORS}
+        # Hotter islands take bigger perturb steps (operators.perturb.hot_scale at selection.t_max).
+        t_max, hot_scale = cfg.selection.t_max, cfg.operators.perturb.hot_scale
+        self._hot_perturb = {k: make_operator("perturb", max_changes=cfg.operators.perturb.max_changes,
+                                              scale=cfg.operators.perturb.scale * (1 + (hot_scale - 1) * t / t_max),
+                                              exclude=exclude)
+                             for k, t in enumerate(temperatures) if t > 0 and hot_scale != 1}
         self._llm: dict[tuple[int, str], object] = {}
         self._llm_cfg = cfg.llm
         self._island_overrides = {int(k): dict(v) for k, v in cfg.llm.islands.items()}
@@ -98,7 +109,7 @@ class Proposer:
 
     def _operator(self, name: str, island: int):
         if not is_llm(name):
-            return self._offline[name]
+            return self._hot_perturb.get(island, self._offline[name]) if name == "perturb" else self._offline[name]
         if (island, name) not in self._llm:
             c, choice = self._llm_cfg, self._llm_choice
             knobs = dict(model=choice.model, api_base=choice.api_base, temperature=c.temperature,
@@ -121,6 +132,9 @@ class Proposer:
                       island=member.origin_island)
 
     def _draw(self, state: RunState, island: int) -> Member:
+        head = state.head_member(island)
+        if head is not None:   # a hot island walks on from its exploring head
+            return head
         population = state.islands[island].population
         if len(population):
             return population.select_parent(self.tournament_size, self.rng)
@@ -156,7 +170,11 @@ class Proposer:
             base = self.lab.merge_base(parents[0].commit, parents[1].commit)
             ancestor = self.lab.read(base, "train.py") if base else None
         return ProposalContext(island=island, program=self.program, history=history, sigma=state.sigma or 0.0,
-                               noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor)
+                               noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor,
+                               temperature=self.temperatures[island] if island < len(self.temperatures) else 0.0,
+                               bet_max_credit=self.bet_max_credit,
+                               bets=story([e for e in state.events if isinstance(e, Bet) and e.island == island],
+                                          state.islands[island].bet))
 
     # ---- proposing ------------------------------------------------------------------------------
     def prepare(self, state: RunState, island: int, operator_name: str) -> Request:

@@ -32,6 +32,7 @@ class Recorder:
         self.min_free_mb = min_free_mb
         self.curves = curves
         self.branch_heads: dict[int, str | None] = {}
+        self.head_refs: dict[int, str | None] = {}   # each island's exploring head as its ref holds it
 
     def append(self, record: Record) -> None:
         self.journal.append(record)
@@ -46,16 +47,21 @@ class Recorder:
         for seq in set(refs) - {e.seq for e in self.state.experiments}:
             self.lab.delete_experiment_ref(seq)
         self.branch_heads = {k: self.lab.branch_head(k) for k in range(self.state.n_islands)}
+        self.head_refs = {k: self.lab.head_of(k) for k in range(self.state.n_islands)}
         self.sync_branches()
 
     def sync_branches(self) -> None:
-        """Each island's branch points at its champion (the base commit while it has none)."""
+        """Each island's branch points at its champion (the base commit while it has none); a hot
+        island's exploring head, when it has one, is refs/evolve/<run>/head/island-<k>."""
         for island in self.state.islands:
             champion = island.champion()
             commit = champion.commit if champion else self.base_commit
             if self.branch_heads.get(island.index) != commit:
                 self.lab.set_branch(island.index, commit)
                 self.branch_heads[island.index] = commit
+            if self.head_refs.get(island.index) != island.head:   # a hot island's exploring head
+                self.lab.set_head(island.index, island.head)
+                self.head_refs[island.index] = island.head
 
     def heads(self) -> dict[int, str]:
         """The commit each island's checkout is left at when the run stops."""

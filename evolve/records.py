@@ -12,6 +12,9 @@ from typing import Any, Union
 
 KEEP, DISCARD, CRASH = "keep", "discard", "crash"
 EARLY_STOPPED = "early-stopped"   # an outcome (island.summary.Status.EARLY_STOPPED): status discard
+# A worse child a hot island took as its new head (evolve/tempering.py): not believed to be an
+# improvement, so results.tsv (keep/discard/crash only) writes it as discard, "explore: ..."
+EXPLORE = "explore"
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class Experiment:
     operator: str                 # "baseline", "perturb", "crossover", ...
     description: str
     outcome: str                  # ok / crash / timeout / oom / nan / rejected / over-budget / early-stopped ...
-    status: str                   # keep / discard / crash (results.tsv's vocabulary)
+    status: str                   # keep / discard / crash (results.tsv's vocabulary), or explore
     val_bpb: float | None
     parent_bpb: float | None
     seed: int
@@ -114,6 +117,41 @@ class Reset:
 
 
 @dataclass(frozen=True)
+class Exchange:
+    """Replica exchange between neighbours on the temperature ladder: when accepted, each island
+    takes the other's state as its head (a greedy island adds it to its population instead)."""
+
+    round: int                    # run-wide exchange round, 1-based
+    cold: int                     # the island with the lower temperature
+    hot: int
+    cold_commit: str              # the cold island's state before the swap: its head, else its champion
+    cold_bpb: float
+    hot_commit: str
+    hot_bpb: float
+    temperatures: tuple[float, ...]   # (cold, hot), in sigma units
+    probability: float
+    accepted: bool
+    after_seq: int
+    kind: str = "exchange"
+
+
+@dataclass(frozen=True)
+class Bet:
+    """A multi-step bet of a hot island opened or closed (evolve/bets.py)."""
+
+    island: int
+    name: str
+    action: str                   # open / close
+    credit: int                   # experiments it may spend, the opening one included
+    after_seq: int
+    best_commit: str              # open: the opening child; close: the best its lineage reached
+    best_bpb: float
+    champion_bpb: float           # the island's champion when it opened: what it had to beat
+    outcome: str = ""             # close: kept / abandoned
+    kind: str = "bet"
+
+
+@dataclass(frozen=True)
 class OperatorFailure:
     """An operator that produced no candidate (LLM error, unusable reply); the island fell back."""
 
@@ -157,10 +195,12 @@ class RunStart:
     kind: str = "start"
 
 
-Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, OperatorFailure, Promotion, RunStart]
+Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, Exchange, Bet, OperatorFailure, Promotion,
+               RunStart]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "noise": NoiseUpdate, "migration": Migration,
-          "reset": Reset, "operator_failure": OperatorFailure, "promotion": Promotion, "start": RunStart}
-_TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns"}
+          "reset": Reset, "exchange": Exchange, "bet": Bet, "operator_failure": OperatorFailure,
+          "promotion": Promotion, "start": RunStart}
+_TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns", "temperatures"}
 
 
 def to_json(record: Record) -> str:

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .bets import OpenBet, spend
 from .population import Member, Population, hall_of_fame
-from .records import (CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record,
-                      Promotion, Reset, RunStart)
+from .records import (CRASH, DISCARD, EXPLORE, KEEP, Bet, Exchange, Experiment, Migration, NoiseFloor, NoiseUpdate,
+                      OperatorFailure, Promotion, Record, Reset, RunStart)
 
 
 @dataclass
@@ -29,6 +30,14 @@ class IslandState:
     # so they start no epoch: measured, treating them as one discarded a third of the real gains
     # (docs/benchmarks.md, acceptance).
     epoch: int = 0
+    explores: int = 0
+    # The exploring head of a hot island (evolve/tempering.py): the commit its next parent is,
+    # which may be worse than its champion (the population's best, the island's branch). None: the
+    # island has no head apart from its population (a greedy island, or a hot one before its first
+    # step), and parents are drawn by tournament. Set by an explored child, by a kept child of the
+    # head, and by a replica exchange; cleared by a reset. Git: refs/evolve/<run>/head/island-<k>.
+    head: str | None = None
+    bet: OpenBet | None = None     # an open multi-step bet of its LLM (evolve/bets.py); a reset drops it
 
     def champion(self) -> Member | None:
         return self.population.champion()
@@ -44,6 +53,7 @@ class RunState:
     sigma: float | None = None     # None until generation 0 is complete (NoiseFloor)
     sigma_dof: int = 0             # its degrees of freedom (evolve/noise.py)
     reset_rounds: int = 0
+    exchange_rounds: int = 0
     # Every successful measurement of each commit, run-wide (the same commit may be measured on
     # several islands, e.g. the baseline with different seeds).
     measurements: dict[str, list[float]] = field(default_factory=dict)
@@ -84,6 +94,14 @@ class RunState:
                 self.islands[island].population.replace_all(self._member(commit, val_bpb, donor, record.after_seq))
                 self.islands[island].resets += 1
                 self.islands[island].epoch += 1
+                self.islands[island].head = None
+                self.islands[island].bet = None
+            self.events.append(record)
+        elif isinstance(record, Bet):
+            self._apply_bet(record)
+            self.events.append(record)
+        elif isinstance(record, Exchange):
+            self._apply_exchange(record)
             self.events.append(record)
         elif isinstance(record, OperatorFailure):
             self.islands[record.island].operator_failures += 1
@@ -116,6 +134,41 @@ class RunState:
             island.discards += 1
         elif exp.status == CRASH:
             island.crashes += 1
+        if island.bet is not None and island.head is not None and island.head in exp.parents:
+            island.bet = spend(island.bet, exp)       # one more experiment of the bet's lineage
+        if exp.status == EXPLORE:
+            island.explores += 1
+            island.head = exp.commit
+        if exp.status == KEEP and island.head is not None and island.head in exp.parents:
+            island.head = exp.commit      # the exploring lineage improved: it walks on from the keep
+
+    def _apply_bet(self, bet: Bet) -> None:
+        island = self.islands[bet.island]
+        if bet.action == "open":
+            island.bet = OpenBet(bet.name, bet.credit, 1, bet.best_commit, bet.best_bpb, bet.champion_bpb, bet.after_seq)
+            island.head = bet.best_commit      # the bet's lineage walks on from the child that opened it
+            return
+        island.bet = None
+        if bet.outcome == "kept":     # the best it reached joins the population: the island's new champion
+            if bet.best_commit not in island.population:
+                island.population.add(self._member(bet.best_commit, bet.best_bpb, bet.island, bet.after_seq))
+            island.head = bet.best_commit
+        else:                         # abandoned: parents come from the population again
+            island.head = None
+
+    def _apply_exchange(self, ex: Exchange) -> None:
+        """A swap puts each island's state at the other: it joins the receiver's population (as a
+        migrant would) and becomes its head, except on a greedy island, whose head is its champion."""
+        self.exchange_rounds = ex.round
+        if not ex.accepted:
+            return
+        for receiver, t_receiver, commit, val_bpb, sender in (
+                (ex.cold, ex.temperatures[0], ex.hot_commit, ex.hot_bpb, ex.hot),
+                (ex.hot, ex.temperatures[1], ex.cold_commit, ex.cold_bpb, ex.cold)):
+            island = self.islands[receiver]
+            if commit not in island.population:
+                island.population.add(self._member(commit, val_bpb, sender, ex.after_seq))
+            island.head = commit if t_receiver > 0 else None
 
     def _observe(self, commit: str, values: list[float]) -> None:
         """New measurements of a commit: one list per commit, which every member of it reads, so a
@@ -131,6 +184,18 @@ class RunState:
 
     def _member(self, commit: str, val_bpb: float, origin: int, seq: int) -> Member:
         return Member(commit, list(self.measurements.get(commit) or [val_bpb]), origin, seq)
+
+    def head_member(self, island: int) -> Member | None:
+        """Island's exploring head as a member (scored by every run of its commit), or None."""
+        head = self.islands[island].head
+        if head is None:
+            return None
+        member = self.islands[island].population.get(head)
+        return member if member is not None else self._member(head, float("nan"), island, -1)
+
+    def state_of(self, island: int) -> Member | None:
+        """What replica exchange swaps: the island's head, else its champion."""
+        return self.head_member(island) or self.islands[island].champion()
 
     def runs_of(self, commit: str) -> list[float]:
         """Every successful measurement of a commit in the run."""

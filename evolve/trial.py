@@ -10,8 +10,9 @@ from island.fitness import Status
 
 if TYPE_CHECKING:   # only the type: trial.py stays free of git (proposer.py reads the lab)
     from .proposer import Proposal
-from .records import DISCARD, KEEP
+from .records import DISCARD, EXPLORE, KEEP
 from .selection import NOT_REPRODUCIBLE, decide, decide_runs, rerun_reason
+from .tempering import in_sigmas, metropolis_probability
 
 RERUN_SEED_STRIDE = 10_000   # paired re-runs use fresh seeds that are multiples of this (Scheduler.fresh_seed)
 
@@ -158,3 +159,23 @@ class Trial:
                                      rules.paired_sigmas)
         return Verdict(status, value, reason, parent_bpb, outlier=reason.startswith(NOT_REPRODUCIBLE),
                        parent_n=parent_n)
+
+
+def tempered(trial: Trial, verdict: Verdict, temperature: float, sigma: float, island_epoch: int,
+             head: str | None, draw: Callable[[], float]) -> Verdict:
+    """A hot island's verdict: a discarded child of its head (or, before the island has a head, of
+    any parent) becomes its new head, status explore, with the Metropolis probability
+    exp(-delta / (T sigma)); `draw` gives a uniform number in [0, 1) and is called only when the
+    probability is below 1. Crashes, outliers, stale candidates and children of a parent that is no
+    longer the head (a replica exchange moved it) stay discarded; so does everything on a greedy island."""
+    if (temperature <= 0 or verdict.status != DISCARD or verdict.outlier or trial.proposal is None
+            or verdict.val_bpb is None or verdict.parent_bpb is None or not trial.runs
+            or trial.runs[0].result.status is not Status.OK or trial.stale(island_epoch)
+            or (head is not None and head not in trial.proposal.candidate.parents)):
+        return verdict
+    delta = in_sigmas(verdict.val_bpb - verdict.parent_bpb, sigma)
+    p = metropolis_probability(delta, temperature)
+    if p < 1.0 and not draw() < p:
+        return verdict
+    why = f"explore: {delta:+.1f} sigma against its parent taken at T={temperature:g} (p={p:.3f})"
+    return replace(verdict, status=EXPLORE, reason=f"{why}; {verdict.reason}" if verdict.reason else why)

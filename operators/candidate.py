@@ -64,3 +64,6 @@ class ProposalContext:
     noise_k: float = 0.0                     # a keep needs a gain > noise_k * sigma
     budget_s: float = 0.0
     common_ancestor_source: str | None = None   # crossover: the parents' merge-base train.py
+    temperature: float = 0.0                 # the island's, in sigma units: > 0 = it explores (evolve/tempering.py)
+    bet_max_credit: int = 0                  # > 0: a hot island's LLM may open a bet of up to this many experiments
+    bets: tuple[str, ...] = ()               # the island's bets so far, in words (evolve/bets.py story)

@@ -85,7 +85,33 @@ def noise_text(context: ProposalContext | None) -> str:
     threshold = k * context.sigma
     return (f"Noise floor: identical code varies by sigma = {context.sigma:.6f} val_bpb from run to run. "
             f"A change must improve val_bpb by more than {threshold:.6f} ({k:g} sigma) to count; "
-            f"smaller differences are noise. Seed changes only sample this noise: do not propose them.")
+            f"smaller differences are noise. Seed changes only sample this noise: do not propose them."
+            + explore_text(context))
+
+
+def explore_text(context: ProposalContext) -> str:
+    """A hot island's temperament in words (evolve/tempering.py); nothing on a greedy island."""
+    if not context.temperature or context.temperature <= 0:
+        return ""
+    t = context.temperature
+    return (f" This island EXPLORES (temperature {t:.3g} sigma): its lineage may step back, taking a worse "
+            f"result as its next parent (a loss of {t * context.sigma:.6f} is taken about one time in three), "
+            f"so a bold change that may regress at first, to set up a larger gain later, is welcome here; "
+            f"prefer it to another small safe tweak. Results marked `explore` are such steps back."
+            + bet_text(context))
+
+
+def bet_text(context: ProposalContext) -> str:
+    """How a hot island's LLM opens a multi-step bet, and the story of its bets so far."""
+    if not context.bet_max_credit:
+        return ""
+    text = (f" A direction that needs several steps may be a BET: start your description with [bet NAME N] "
+            f"(NAME one word, N at most {context.bet_max_credit} experiments, this one included); the next "
+            f"N - 1 experiments of this island then build on it and are exempt from the keep rule, and at "
+            f"the end the bet is kept if its best result beat the island's best, else abandoned.")
+    if context.bets:
+        text += " Bets of this island: " + "; ".join(context.bets) + "."
+    return text
 
 
 def budget_text(context: ProposalContext | None) -> str:

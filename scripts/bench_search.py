@@ -4,11 +4,14 @@
     python scripts/bench_search.py                        # 10 seeds x {ratchet, islands}, 60 evaluations each
     python scripts/bench_search.py --seeds 30             # tighter intervals (about 3x as long)
     python scripts/bench_search.py --configs ratchet,islands,islands-noreset,islands-solo
-    python scripts/bench_search.py --set DEEP_WIDTH=0.3 --set NOISE=0.002   # another landscape
+    python scripts/bench_search.py --task ridge --evaluations 120   # another frozen landscape (ridge, smooth)
+    python scripts/bench_search.py --set DEEP_WIDTH=0.3 --set NOISE=0.002   # a variant of one
     python scripts/bench_search.py --simulate 2000        # only the engine-free ratchet check (seconds)
 
-The task is scripts/tasks/deceptive (train.py scores its two constants instantly on a deceptive
-landscape whose numbers are all constants of its prepare.py; see there). Every run uses the offline
+The task (--task) is one of three frozen landscapes in scripts/tasks, each scored instantly by its
+train.py from constants of its prepare.py (see there): deceptive (the default: two constants, a
+narrow well behind the wall of a bowl), ridge (four constants and a distractor, a wall across all
+four, three times the noise) and smooth (one well: the control, where exploring can only cost). Every run uses the offline
 operators only (llm=none) and the same total number of evaluations (run.max_experiments,
 baselines included; confirmation runs off), so the islands pay for their four baselines out of the
 same budget:
@@ -18,6 +21,10 @@ same budget:
                      (default selection and operator mix: perturb 0.8 / crossover 0.2 without an LLM)
     islands-noreset  the same with reset.interval=0
     islands-solo     the same with migration.interval=0 reset.interval=0 (four independent populations)
+    ladder           islands + selection.t_max=100 (island 0 greedy, the others hotter; --t-max changes it)
+    exchange         islands + exchange.interval=4 (replica exchange between greedy islands)
+    tempering        islands + both (the defaults chosen in docs/benchmarks.md, issue 14)
+    ladder-solo, tempering-solo   the same without migration and resets
 
 All runs happen in this one process: one ray.init(), then evolve.engine.Engine(cfg, run_dir, islands,
 llm=None).run() per run with the config composed by Hydra from conf/ (the engine reuses an initialized
@@ -60,12 +67,40 @@ from operators.perturb import Perturb  # noqa: E402
 from operators.candidate import Parent  # noqa: E402
 
 TASK = ROOT / "scripts" / "tasks" / "deceptive"
+# The frozen landscapes (each committed before any default was tuned on it; see their prepare.py):
+# deceptive: 2 constants, a narrow well behind the bowl's wall; ridge: 4 constants (+1 distractor),
+# a wall across all four, 3x the noise; smooth: one well, nothing to escape (the control case).
+LANDSCAPES = ("deceptive", "ridge", "smooth")
 
+
+def task_dir(name: str) -> Path:
+    """--task: a landscape's name, or a task dir."""
+    if name in LANDSCAPES:
+        return ROOT / "scripts" / "tasks" / name
+    path = Path(name)
+    if not (path / "prepare.py").is_file() or not (path / "train.py").is_file():
+        raise SystemExit(f"--task: {name!r} is neither one of {', '.join(LANDSCAPES)} nor a dir with train.py "
+                         f"and prepare.py")
+    return path
+
+# Every knob a config depends on is spelled out, so that the configs stay what their names say
+# whatever the defaults are (issue 14 changed selection.t_max and exchange.interval).
+_PLAIN = ["selection.t_max=0", "exchange.interval=0"]
+_MIGRATE = ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5"]
+_SOLO = ["migration.interval=0", "reset.interval=0"]
+_LADDER = ["selection.t_max=100"]          # --t-max replaces the value
+_EXCHANGE = ["exchange.interval=4"]
 CONFIGS: dict[str, tuple[int, list[str]]] = {
     "ratchet": (1, ["selection=ratchet"]),
-    "islands": (4, ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5"]),
-    "islands-noreset": (4, ["migration.interval=5", "reset.interval=0"]),
-    "islands-solo": (4, ["migration.interval=0", "reset.interval=0"]),
+    "islands": (4, [*_MIGRATE, *_PLAIN]),
+    "islands-noreset": (4, ["migration.interval=5", "reset.interval=0", *_PLAIN]),
+    "islands-solo": (4, [*_SOLO, *_PLAIN]),
+    # issue 14's ablation: the temperature ladder, replica exchange, both; with and without migration/resets
+    "ladder": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0"]),
+    "exchange": (4, [*_MIGRATE, "selection.t_max=0", *_EXCHANGE]),
+    "tempering": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE]),
+    "ladder-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0"]),
+    "tempering-solo": (4, [*_SOLO, *_LADDER, *_EXCHANGE]),
 }
 
 
@@ -202,10 +237,12 @@ def run_engine(islands: int, overrides: list[str], run_dir: Path, log_path: Path
 
 
 def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path, threshold: float,
-            log_dir: Path) -> Outcome:
+            log_dir: Path, t_max: float | None = None) -> Outcome:
     from evolve.records import Migration, Reset
 
     islands, extra = CONFIGS[config]
+    if t_max is not None:
+        extra = [f"selection.t_max={t_max:g}" if o in _LADDER else o for o in extra]
     # Confirmation runs are off: they are fitness runs that run.max_experiments does not count, and
     # the comparison is at equal fitness runs.
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
@@ -246,9 +283,12 @@ def main() -> None:
     ap.add_argument("--evaluations", type=int, default=60, help="run.max_experiments of every run (default 60)")
     ap.add_argument("--configs", default="ratchet,islands",
                     help=f"comma-separated, from {', '.join(CONFIGS)} (default ratchet,islands)")
-    ap.add_argument("--task", type=Path, default=TASK, help="task dir (default scripts/tasks/deceptive)")
+    ap.add_argument("--task", default="deceptive",
+                    help=f"a landscape of scripts/tasks ({', '.join(LANDSCAPES)}) or a task dir (default deceptive)")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="rewrite a constant of the task's prepare.py in the benchmark's copy (repeatable)")
+    ap.add_argument("--t-max", type=float, default=None,
+                    help="selection.t_max of the configs with a temperature ladder (default: theirs, 100)")
     ap.add_argument("--simulate", type=int, default=500,
                     help="runs of the engine-free ratchet check (0 = skip); with --seeds 0 only this runs")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for median intervals")
@@ -258,7 +298,10 @@ def main() -> None:
                     help="JSON-lines file: every finished run is appended; runs already in it (same config, "
                          "seed, evaluations, --set) are not run again, so an interrupted benchmark resumes and "
                          "seeds can be added in later invocations; the table covers the requested seeds")
+    ap.add_argument("--table-only", action="store_true",
+                    help="print the table from --results without running what it lacks (configs may then differ in seeds)")
     args = ap.parse_args()
+    args.task = task_dir(args.task)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     for c in configs:
         if c not in CONFIGS:
@@ -286,6 +329,8 @@ def main() -> None:
         outcomes: list[Outcome] = []
         done: dict[tuple[str, int], Outcome] = {}
         context = {"evaluations": args.evaluations, "sets": sorted(args.set), "task": args.task.name}
+        if args.t_max is not None:
+            context["t_max"] = args.t_max
         if args.results and args.results.exists():
             for line in args.results.read_text().splitlines():
                 record = json.loads(line)
@@ -296,7 +341,7 @@ def main() -> None:
         for seed, config in todo:
             if (config, seed) in done:
                 outcomes.append(done[(config, seed)])
-        todo = [(seed, config) for seed, config in todo if (config, seed) not in done]
+        todo = [(seed, config) for seed, config in todo if (config, seed) not in done and not args.table_only]
         if done and args.results:
             print(f"[bench_search] {len(outcomes)} runs taken from {args.results}, {len(todo)} to run", flush=True)
         if todo:
@@ -310,7 +355,7 @@ def main() -> None:
             log_dir.mkdir(exist_ok=True)
             try:
                 for seed, config in todo:
-                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir)
+                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir, args.t_max)
                     outcomes.append(o)
                     if args.results:
                         with open(args.results, "a") as f:
@@ -378,8 +423,28 @@ def main() -> None:
             runs = [o for o in outcomes if o.config == config]
             found = [o.evals_to_success is not None for o in runs]
             rate = sum(found) / len(runs)
-            interval = ratio_interval(found, ratchet_found) if ratchet_found and config != "ratchet" else ""
+            interval = (ratio_interval(found, ratchet_found) if any(ratchet_found) and config != "ratchet" else
+                        " (the ratchet never succeeded)" if ratchet_found and config != "ratchet" and any(found) else "")
             row.append(ratio(rate, base_rate) + interval)
+            # Conservative, and defined when the ratchet never succeeded: the config's Wilson lower
+            # bound over the ratchet's Wilson upper bound (> 1: better beyond both intervals).
+            if ratchet_found and config != "ratchet":
+                lo_c = wilson(sum(found), len(found))[0]
+                hi_r = wilson(sum(ratchet_found), len(ratchet_found))[1]
+                row.append(f"{lo_c / hi_r:.2f}")
+            else:
+                row.append("-")
+            # Evaluations to success against the ratchet's (the smooth landscape's measure), medians
+            # over the successful runs, with a percentile bootstrap of the ratio.
+            mine = [float(o.evals_to_success) for o in runs if o.evals_to_success is not None]
+            base = [float(o.evals_to_success) for o in outcomes if o.config == "ratchet" and o.evals_to_success]
+            if mine and base and config != "ratchet":
+                boot = sorted(statistics.median(rng.choices(mine, k=len(mine)))
+                              / statistics.median(rng.choices(base, k=len(base))) for _ in range(args.bootstrap))
+                row.append(f"{statistics.median(mine) / statistics.median(base):.2f}x "
+                           f"[{boot[int(0.025 * (len(boot) - 1))]:.2f}, {boot[int(math.ceil(0.975 * (len(boot) - 1)))]:.2f}]")
+            else:
+                row.append("-")
             if sim:
                 row.append(ratio(rate, sim[0]))
 
@@ -394,7 +459,8 @@ def main() -> None:
         if rows:
             print()
             header = ["config", "islands", "success [Wilson 95%]", "median best [95% boot]",
-                      "median evals to best [95%]", "median evals to success", "s/run", "rate vs ratchet [95% boot]"]
+                      "median evals to best [95%]", "median evals to success", "s/run", "rate vs ratchet [95% boot]",
+                      "Wilson lo / ratchet's Wilson hi", "evals to success vs ratchet [95% boot]"]
             if sim:
                 header.append("rate vs engine-free ratchet")
             print(table(rows, header))

@@ -9,7 +9,8 @@ import time
 
 from ..noise import standard_error
 from ..journal import events_row
-from ..records import CRASH, EARLY_STOPPED, KEEP, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Promotion, Reset
+from ..records import (CRASH, EARLY_STOPPED, KEEP, Bet, Exchange, Migration, NoiseFloor, NoiseUpdate, OperatorFailure,
+                       Promotion, Reset)
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
 from .stats import best_after, champion_rows, reach_best
@@ -121,11 +122,13 @@ def render_islands(run: RunData) -> str:
                      fmt(champ.val_bpb if champ else None), f"<code>{esc(champ.commit[:7]) if champ else '—'}</code>",
                      str(sum(1 for m in run.migrations if m.source == isl.index)),
                      str(sum(1 for m in run.migrations if isl.index in m.targets)), str(isl.resets),
+                     str(isl.explores), f"<code>{esc(isl.head[:7])}</code>" if isl.head else "—",
                      f"{wall:.1f}", fmt(wall / keeps if keeps else None, ".1f"), f"{usd:.2f}",
                      fmt(usd / keeps if keeps else None, ".3f"), str(isl.operator_failures)])
     return table(["island", "experiments", "improvements kept", "discards", "crashes", "best val_bpb", "champion",
-                  "migrations sent", "received", "resets", "fitness s", "s / improvement", "LLM $", "$ / improvement",
-                  "operator failures"], rows, numeric=set(range(1, 15)) - {6})
+                  "migrations sent", "received", "resets", "steps back (explore)", "exploring head", "fitness s",
+                  "s / improvement", "LLM $", "$ / improvement", "operator failures"],
+                 rows, numeric=set(range(1, 17)) - {6, 11})
 
 
 def render_champions(run: RunData) -> str:
@@ -202,6 +205,18 @@ def render_events(run: RunData) -> str:
             what = "; ".join(f"island {i} ← champion <code>{esc(c[:7])}</code> ({v:.6f}) of island {d}"
                              for i, d, c, v in e.resets)
             rows.append([str(e.after_seq), f"reset (round {e.round})", what])
+        elif isinstance(e, Bet):
+            what = (f"island {e.island}: <b>{esc(e.name)}</b>, {e.credit} experiments, "
+                    + (f"{esc(e.outcome)}: best <code>{esc(e.best_commit[:7])}</code> ({e.best_bpb:.6f}) against "
+                       f"the champion's {e.champion_bpb:.6f}" if e.action == "close" else
+                       f"opened by <code>{esc(e.best_commit[:7])}</code> ({e.best_bpb:.6f})"))
+            rows.append([str(e.after_seq), f"bet {esc(e.action)}", what])
+        elif isinstance(e, Exchange):
+            what = (f"island {e.cold} (T={e.temperatures[0]:.3g}) <code>{esc(e.cold_commit[:7])}</code> "
+                    f"({e.cold_bpb:.6f}) ⇄ island {e.hot} (T={e.temperatures[1]:.3g}) "
+                    f"<code>{esc(e.hot_commit[:7])}</code> ({e.hot_bpb:.6f}): "
+                    f"{'swapped' if e.accepted else 'not swapped'} (p = {e.probability:.3f})")
+            rows.append([str(e.after_seq), f"replica exchange (round {e.round})", what])
         elif isinstance(e, OperatorFailure):
             rows.append([str(e.after_seq), "operator failure", esc(f"island {e.island} {e.operator}: {e.reason}")])
         elif isinstance(e, NoiseFloor):

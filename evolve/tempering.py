@@ -1,0 +1,58 @@
+"""Temperaments of the islands: the temperature ladder, Metropolis acceptance of a worse child, and
+replica exchange between neighbours on the ladder (pure functions; randomness is passed in).
+
+Temperatures are in units of sigma (the run's noise floor): a hot island at temperature T takes a
+child worse than its head by delta as its new head with probability exp(-delta / (T sigma)), so its
+lineage can go uphill to set up a larger gain. Island 0 is greedy (T = 0: only keeps move it, the
+anchor's rule with a noise floor); island k > 0 of n has T = t_max ** (k / (n - 1)), a geometric
+ladder that ends at selection.t_max on the last island.
+"""
+from __future__ import annotations
+
+import math
+
+from .noise import SIGMA_RESOLUTION
+
+
+def ladder(n_islands: int, t_max: float) -> tuple[float, ...]:
+    """Each island's temperature (sigma units): 0 for island 0, geometric up to t_max; all 0 when
+    t_max is 0 (no ladder: every island greedy)."""
+    if t_max <= 0 or n_islands < 2:
+        return (0.0,) * n_islands
+    return (0.0,) + tuple(t_max ** (k / (n_islands - 1)) for k in range(1, n_islands))
+
+
+def in_sigmas(delta: float, sigma: float) -> float:
+    return delta / max(sigma, SIGMA_RESOLUTION)
+
+
+def metropolis_probability(delta_sigmas: float, temperature: float) -> float:
+    """Probability that an island at `temperature` takes a child `delta_sigmas` worse than its
+    parent (negative: better) as its head."""
+    if delta_sigmas <= 0:
+        return 1.0
+    if temperature <= 0:
+        return 0.0
+    return math.exp(-delta_sigmas / temperature)
+
+
+def exchange_probability(cold_sigmas: float, hot_sigmas: float, t_cold: float, t_hot: float) -> float:
+    """The replica-exchange rule: min(1, exp((E_cold - E_hot) (1/T_cold - 1/T_hot))), energies in
+    sigma units (val_bpb / sigma, lower is better). With a greedy (T = 0) cold island the swap
+    happens exactly when the hot island's head is better."""
+    gain = cold_sigmas - hot_sigmas          # > 0: the hot island holds the better state
+    if gain > 0:
+        return 1.0
+    if t_cold <= 0:
+        return 0.0
+    beta = 1.0 / t_cold - 1.0 / t_hot
+    return math.exp(gain * beta) if beta > 0 else 1.0
+
+
+def exchange_pairs(n_islands: int, round_: int, retired: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
+    """Neighbours on the ladder that may swap in this round (1-based): (0,1), (2,3), ... in odd
+    rounds, (1,2), (3,4), ... in even ones (two islands: (0,1) every round), so a state can travel
+    the ladder over rounds. Retired islands are skipped (their neighbours pair across the gap)."""
+    live = [k for k in range(n_islands) if k not in retired]
+    first = 0 if round_ % 2 == 1 or len(live) == 2 else 1
+    return [(live[i], live[i + 1]) for i in range(first, len(live) - 1, 2)]
