@@ -50,7 +50,8 @@ class Engine:
         cfg = self.cfg
         state, recorder = opened.state, opened.recorder
         say(describe(self.llm))
-        proposer = Proposer(opened.workspace.lab, cfg, self.llm, self.rng, self.run_dir, opened.brief)
+        proposer = Proposer(opened.workspace.lab, cfg, self.llm, self.rng, self.run_dir, opened.brief,
+                            base_commit=opened.workspace.manifest.base_commit)
         scheduler = Scheduler(cfg, state, proposer, opened.workspace.manifest.base_commit, opened.base_sha256,
                               self.stop, recorder.append)
         epochs = Epochs(cfg, self.rng, scheduler.baseline_total)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from island.summary import log_tail, read_log
-from operators.candidate import Attempt, Candidate, NoCandidate, Parent, ProposalContext
+from operators.candidate import Attempt, Candidate, LineageStep, NoCandidate, Parent, Peer, ProposalContext
 from operators.prompts import MAX_HISTORY
 from operators.registry import make_operator
 
@@ -24,6 +24,8 @@ from .state import RunState
 FALLBACK_OPERATOR = "perturb"
 OFFLINE_OPERATORS = ("perturb", "crossover")
 ATTEMPTS_BEFORE_DUPLICATE = 8
+BEST_SHOWN = 3            # the island's best members (besides the parent) an LLM prompt lists
+BASE_DESCRIPTION = "the unmodified base train.py"
 
 
 def source_sha256(source: str) -> str:
@@ -67,8 +69,36 @@ class Request:
         return Proposal(candidate=candidate, parent_bpb=best.val_bpb, epoch=self.epoch, parent=best.commit)
 
 
+def lineage_commits(by_commit: dict, commit: str) -> list[str]:
+    """The commit and its ancestors through the experiments that made them, newest first (the
+    base commit, which no candidate made, ends the list)."""
+    chain, seen = [], set()
+    while commit and commit not in seen:
+        seen.add(commit)
+        chain.append(commit)
+        exp = by_commit.get(commit)
+        if exp is None or exp.is_baseline:
+            break
+        commit = exp.parent or (exp.parents[0] if exp.parents else "")
+    return chain
+
+
+def made_by(state: RunState) -> dict:
+    """Each commit's experiment (the first one: a base commit's first baseline)."""
+    by_commit: dict = {}
+    for exp in state.experiments:
+        by_commit.setdefault(exp.commit, exp)
+    return by_commit
+
+
+def judged_against(exp) -> str:
+    """The commit an experiment was made from (and judged against)."""
+    return exp.parent or (exp.parents[0] if exp.parents else "")
+
+
 class Proposer:
-    def __init__(self, lab: Lab, cfg, llm: LLMChoice | None, rng: random.Random, run_dir: Path, program: str):
+    def __init__(self, lab: Lab, cfg, llm: LLMChoice | None, rng: random.Random, run_dir: Path, program: str,
+                 base_commit: str = ""):
         self.lab = lab
         self.rng = rng
         self.run_dir = run_dir
@@ -91,6 +121,7 @@ class Proposer:
         self._island_overrides = {int(k): dict(v) for k, v in cfg.llm.islands.items()}
         self._llm_choice = llm
         self._sources: dict[str, str] = {}
+        self.base_commit = base_commit    # the run's unmodified train.py (the parent's diff is against it)
 
     # ---- operators ------------------------------------------------------------------------------
     def disable_llm(self) -> None:
@@ -114,11 +145,17 @@ class Proposer:
         return self.rng.choices(names, weights=[weights[n] for n in names])[0]
 
     # ---- parents and context --------------------------------------------------------------------
-    def _parent(self, member: Member) -> Parent:
-        if member.commit not in self._sources:
-            self._sources[member.commit] = self.lab.read(member.commit, "train.py")
-        return Parent(commit=member.commit, source=self._sources[member.commit], val_bpb=member.val_bpb,
-                      island=member.origin_island)
+    def _source(self, commit: str) -> str:
+        if commit not in self._sources:
+            self._sources[commit] = self.lab.read(commit, "train.py")
+        return self._sources[commit]
+
+    def _parent(self, member: Member, by_commit: dict | None = None) -> Parent:
+        made = (by_commit or {}).get(member.commit)
+        description = "" if made is None else BASE_DESCRIPTION if made.is_baseline else made.description
+        return Parent(commit=member.commit, source=self._source(member.commit), val_bpb=member.val_bpb,
+                      island=member.origin_island, description=description,
+                      metrics=dict(made.metrics) if made is not None else {})
 
     def _draw(self, state: RunState, island: int) -> Member:
         population = state.islands[island].population
@@ -137,10 +174,17 @@ class Proposer:
         rest = [m for m in state.islands[island].population.members if m.commit != first.commit]
         return self.rng.choice(rest) if rest else None
 
-    def context(self, state: RunState, island: int, parents: list[Parent], shown: int = MAX_HISTORY) -> ProposalContext:
-        """What an LLM operator is told: the island's whole history (the operator shows the last
-        `shown` of them; only their failures' logs are read), the noise floor, the brief."""
-        experiments = [e for e in state.experiments if e.island == island]
+    def context(self, state: RunState, island: int, parents: list[Parent], shown: int = MAX_HISTORY,
+                in_flight: tuple[Peer, ...] = ()) -> ProposalContext:
+        """What an LLM operator is told: the history of the (first) parent's lineage, i.e. every
+        experiment, on any island, made from the parent or one of its ancestors (the operator shows
+        the last `shown`; only their failures' logs are read); the kept changes that led to the
+        parent and the base train.py; the island's best other members; the candidates training now;
+        the noise floor and the brief."""
+        by_commit = made_by(state)
+        chain = lineage_commits(by_commit, parents[0].commit)
+        on_chain = set(chain)
+        experiments = [e for e in state.experiments if not e.is_baseline and judged_against(e) in on_chain]
         first_shown = len(experiments) - shown
 
         def tail(i: int, e) -> str:
@@ -150,17 +194,31 @@ class Proposer:
         history = tuple(Attempt(
             description=e.description, status=e.status, outcome=e.outcome, val_bpb=e.val_bpb,
             delta=None if e.val_bpb is None or e.parent_bpb is None else e.val_bpb - e.parent_bpb,
-            reason=e.reason, log_tail=tail(i, e)) for i, e in enumerate(experiments))
+            reason=e.reason, log_tail=tail(i, e), island=e.island,
+            tried_on="" if judged_against(e) == parents[0].commit else judged_against(e))
+            for i, e in enumerate(experiments))
+        lineage = tuple(LineageStep(commit=c, description=by_commit[c].description, island=by_commit[c].island,
+                                    delta=None if by_commit[c].val_bpb is None or by_commit[c].parent_bpb is None
+                                    else by_commit[c].val_bpb - by_commit[c].parent_bpb)
+                        for c in reversed(chain) if c in by_commit and not by_commit[c].is_baseline)
+        shown_commits = {p.commit for p in parents}
+        best = tuple(Peer(island=m.origin_island, description=self._parent(m, by_commit).description, commit=m.commit,
+                          val_bpb=m.val_bpb)
+                     for m in sorted(state.islands[island].population.members, key=lambda m: (m.val_bpb, m.seq))
+                     if m.commit not in shown_commits)[:BEST_SHOWN]
         ancestor = None
         if len(parents) == 2:
             base = self.lab.merge_base(parents[0].commit, parents[1].commit)
             ancestor = self.lab.read(base, "train.py") if base else None
         return ProposalContext(island=island, program=self.program, history=history, sigma=state.sigma or 0.0,
-                               noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor)
+                               noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor,
+                               base_source=self._source(self.base_commit) if self.base_commit else None,
+                               lineage=lineage, best=best, in_flight=tuple(in_flight))
 
     # ---- proposing ------------------------------------------------------------------------------
-    def prepare(self, state: RunState, island: int, operator_name: str) -> Request:
-        """Draws parents and snapshots the context now; raises NoCandidate if nothing can be built."""
+    def prepare(self, state: RunState, island: int, operator_name: str, in_flight: tuple[Peer, ...] = ()) -> Request:
+        """Draws parents and snapshots the context now; raises NoCandidate if nothing can be built.
+        `in_flight`: the candidates training now (shown to an LLM so it does not repeat them)."""
         operator = self._operator(operator_name, island)
         first = self._draw(state, island)
         members = [first]
@@ -170,9 +228,11 @@ class Proposer:
                 operator = self._operator(FALLBACK_OPERATOR, island)
             else:
                 members.append(second)
-        parents = [self._parent(m) for m in members]
-        context = (self.context(state, island, parents, getattr(operator, "max_history", MAX_HISTORY))
-                   if is_llm(operator.name) else ProposalContext(island=island))
+        llm = is_llm(operator.name)
+        by_commit = made_by(state) if llm else None
+        parents = [self._parent(m, by_commit) for m in members]
+        context = (self.context(state, island, parents, getattr(operator, "max_history", MAX_HISTORY), in_flight)
+                   if llm else ProposalContext(island=island))
         return Request(island, operator, parents, context, seed=self.rng.randrange(2**32),
                        epoch=state.islands[island].epoch)
 

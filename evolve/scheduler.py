@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Callable
 
 from island.actor import Job
-from operators.candidate import NoCandidate
+from operators.candidate import NoCandidate, Peer
 
 from .budget import max_uncounted_s
 from .config import OnMaxCost
@@ -60,6 +60,7 @@ class Scheduler:
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
         self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
         self.retired: set[int] = set()     # islands gone for good (lost node, full node disk, nothing to propose)
+        self.running: dict[int, Trial] = {}   # island -> the trial it trains now (shown to the LLM)
         self._job_counter = 0
 
     # ---- limits ---------------------------------------------------------------------------------
@@ -80,6 +81,7 @@ class Scheduler:
     def next_trials(self, busy: set[int], in_flight: int) -> list[Trial]:
         """The trials to start now on idle islands, in island order, within run.max_experiments."""
         self._rerun_failed_baselines()
+        self.running = {k: trial for k, trial in self.running.items() if k in busy}
         trials: list[Trial] = []
         for k in range(self.n):
             if not self.can_start(in_flight + len(trials)):
@@ -90,6 +92,7 @@ class Scheduler:
             if trial is None:
                 continue
             trials.append(trial)
+            self.running[k] = trial
             if trial.proposal is not None and self.prefetch_enabled and self.can_start(in_flight + len(trials)):
                 self._plan_next(k)
         return trials
@@ -163,10 +166,15 @@ class Scheduler:
             self.planned.add(k)
             return
         try:
-            request = self.proposer.prepare(self.state, k, name)
+            request = self.proposer.prepare(self.state, k, name, self.in_flight())
         except NoCandidate:
             return  # nothing to build on yet; the island proposes offline when it is idle
         self.prefetch[k] = (_in_background(request.run), request)
+
+    def in_flight(self) -> tuple[Peer, ...]:
+        """The candidates training now, in island order (baselines left out)."""
+        return tuple(Peer(island=k, description=t.proposal.candidate.description, operator=t.proposal.candidate.operator)
+                     for k, t in sorted(self.running.items()) if t.proposal is not None)
 
     def _prefetch_is_stale(self, k: int) -> bool:
         """Whether island k was reset since its LLM proposal was drawn."""

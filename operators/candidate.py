@@ -12,7 +12,8 @@ class Parent:
     source: str          # the train.py text at that commit
     val_bpb: float
     island: int
-    description: str = ""
+    description: str = ""        # the change that made this train.py (its experiment's description)
+    metrics: dict = field(default_factory=dict)   # its run's summary lines (num_steps, peak_vram_mb, ...)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,29 @@ class Attempt:
     delta: float | None          # val_bpb - parent's val_bpb
     reason: str = ""             # why it failed, one line
     log_tail: str = ""           # end of the fitness log, for failures
+    tried_on: str = ""           # commit it was tried on when that is an ancestor, not the parent itself
+    island: int | None = None    # the island that ran it
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    """One kept change on the way from the base train.py to a parent, oldest first."""
+
+    commit: str
+    description: str
+    delta: float | None          # val_bpb change against the train.py it was made from
+    island: int
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another train.py the model should know of: one of the island's best, or one training now."""
+
+    island: int
+    description: str
+    commit: str = ""
+    val_bpb: float | None = None
+    operator: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,8 +83,14 @@ class ProposalContext:
 
     island: int
     program: str = ""                        # the research brief (program.md)
-    history: tuple[Attempt, ...] = ()        # the island's recent experiments, oldest first
+    history: tuple[Attempt, ...] = ()        # experiments on the parent's lineage (it and its ancestors), oldest first
     sigma: float = 0.0                       # noise floor of val_bpb
     noise_k: float = 0.0                     # a keep needs a gain > noise_k * sigma
     budget_s: float = 0.0
     common_ancestor_source: str | None = None   # crossover: the parents' merge-base train.py
+    base_source: str | None = None           # the run's unmodified train.py (the parent's diff is against it)
+    lineage: tuple[LineageStep, ...] = ()    # kept changes from the base to the (first) parent, oldest first
+    best: tuple[Peer, ...] = ()              # the island's best members other than the parent
+    in_flight: tuple[Peer, ...] = ()         # candidates training now, on this island and others
+    lessons: str = ""                        # lessons.md: what the run has learned so far
+    focus: str = ""                          # the island's research focus (llm.islands.<k>.focus)

@@ -56,6 +56,8 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
     # the prompts carried the brief, the parent file and the noise floor
     first = prompts[0]
     assert "LEARNING_RATE = 0.004" in first and "val_bpb" in first
+    # proposals drawn while their island trains see that candidate as in flight (issue 19 item 2)
+    assert any("# Training right now" in p and "(this island), llm_mutation: " in p for p in prompts)
     rows = read_tsv(run_dir / "experiments.tsv")
     assert any(int(r["tokens"]) > 0 for r in rows if r["operator"] == "llm_mutation")
     assert "operator_failure" in {r["kind"] for r in read_tsv(run_dir / "events.tsv")}
@@ -207,6 +209,10 @@ def test_llm_replies_in_real_models_shapes_become_candidates(tmp_path: Path):
     assert llm["a far too small learning rate"].status == "discard"
     assert llm["learning rate 0.01"].status == "keep"
     assert len(requests) >= 6 and "cut off at the length limit" in requests[3]["body"]["messages"][-1]["content"]
+    # item 2: the second proposal builds on the kept diff and carries its lineage, metrics and description
+    second = requests[1]["body"]["messages"][1]["content"]
+    assert "last change: decay 0.1 -> 0.2" in second and "Its lineage: 1 kept change since the base" in second
+    assert "-DECAY = 0.1\n+DECAY = 0.2" in second and "Its run: training_seconds 0.1" in second
     failures = [e for e in state.events if isinstance(e, OperatorFailure)]
     assert any("repeats the prompt's format example" in f.reason for f in failures), [f.reason for f in failures]
     # the think block's draft (WIDTH = 1) was never trained
