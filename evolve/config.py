@@ -212,6 +212,11 @@ class LLMConfig:
     on_max_cost: OnMaxCost = OnMaxCost.offline
     # Per-island temperament, e.g. '+llm.islands={1: {temperature: 1.1}, 2: {model: openai/gpt-4o-mini}}'.
     islands: dict[int, Any] = field(default_factory=dict)
+    # Write <run.dir>/lessons.md from the journal every this many experiments (0 = never); every
+    # LLM prompt includes it (evolve/lessons.py).
+    lessons_every: int = 10
+    # Also ask the LLM for a short summary of lessons.md each time it is written (costs one call).
+    lessons: bool = False
 
 
 @dataclass
@@ -344,6 +349,8 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.llm.temperature >= 0, "llm.temperature", cfg.llm.temperature, "a number >= 0")
     _require(cfg.llm.timeout_s > 0, "llm.timeout_s", cfg.llm.timeout_s, "seconds > 0")
     _require(cfg.llm.num_retries >= 0, "llm.num_retries", cfg.llm.num_retries, "an integer >= 0")
+    _require(cfg.llm.lessons_every >= 0, "llm.lessons_every", cfg.llm.lessons_every,
+             "an integer >= 0 (0 = no lessons.md)")
     _require(cfg.llm.max_cost_usd >= 0, "llm.max_cost_usd", cfg.llm.max_cost_usd, "dollars >= 0 (0 = no cap)")
     _require(cfg.llm.provider != Provider.local or bool(cfg.llm.api_base), "llm.api_base", cfg.llm.api_base,
              "the URL of an OpenAI-compatible server when llm=local, e.g. http://127.0.0.1:8000/v1")

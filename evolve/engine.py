@@ -15,11 +15,12 @@ from . import disk
 from .disk import DiskFull
 from .epochs import Epochs
 from .fleet import Arrival, Fleet
+from .lessons import Lessons
 from .llm_choice import LLMChoice, describe
 from .opener import OpenedRun, open_run, prepare_task_data
 from .proposer import Proposer
 from .recorder import Recorder
-from .records import NoiseFloor
+from .records import LLMSummary, NoiseFloor
 from .scheduler import Scheduler
 from .state import RunState
 from .stop import Stop, StopReason
@@ -36,6 +37,7 @@ class Engine:
         self.rng = random.Random(cfg.seed)   # every draw the engine makes comes from this one generator
         self.rules = Rules.from_config(cfg.selection)
         self.stop = Stop()
+        self.lessons: Lessons | None = None   # lessons.md, written every llm.lessons_every experiments
 
     def run(self) -> RunState:
         """Runs until a limit or a stop; self.stop.exit_code then says how it ended."""
@@ -54,6 +56,8 @@ class Engine:
                             base_commit=opened.workspace.manifest.base_commit)
         scheduler = Scheduler(cfg, state, proposer, opened.workspace.manifest.base_commit, opened.base_sha256,
                               self.stop, recorder.append)
+        self.lessons = Lessons(self.run_dir, cfg.llm.lessons_every,
+                               summarise=proposer.summariser() if cfg.llm.lessons else None)
         epochs = Epochs(cfg, self.rng, scheduler.baseline_total)
         for event in (epochs.noise_floor(state), epochs.noise_update(state)):   # due when a kill came first
             self._record_event(event, recorder)
@@ -139,6 +143,9 @@ class Engine:
         exp = recorder.record(trial, trial.verdict(sigma, self.rules, epoch, parent_runs))
         for event in epochs.after(recorder.state, trial.island, frozenset(scheduler.retired)):
             self._record_event(event, recorder)
+        summary = self.lessons.after(recorder.state)
+        if summary is not None:
+            recorder.append(LLMSummary(after_seq=exp.seq, cost=summary.cost, reason=summary.reason))
         recorder.sync_branches()
         view.finished(trial.island, exp)
 

@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from .records import (CRASH, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record, Reset, RunStart,
-                      from_json, to_json)
+from .records import (CRASH, Experiment, LLMSummary, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record,
+                      Reset, RunStart, from_json, to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
@@ -75,6 +75,10 @@ def events_row(record: Record) -> str:
         after = record.after_seq
     elif isinstance(record, OperatorFailure):
         detail = f"island {record.island} {record.operator}: {_clean(record.reason)} (${record.cost.get('usd', 0.0):.4f})"
+        after = record.after_seq
+    elif isinstance(record, LLMSummary):
+        detail = (f"lessons.md summary {'failed: ' + _clean(record.reason) if record.reason else 'written'} "
+                  f"(${record.cost.get('usd', 0.0):.4f})")
         after = record.after_seq
     elif isinstance(record, RunStart):
         detail = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.time))

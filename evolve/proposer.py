@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from island.summary import log_tail, read_log
 from operators.candidate import Attempt, Candidate, LineageStep, NoCandidate, Parent, Peer, ProposalContext
+from operators.llm import LLMSummary
 from operators.prompts import MAX_HISTORY
 from operators.registry import make_operator
 
 from .lab import Lab
+from .lessons import read_lessons, summary_prompt
 from .llm_choice import LLMChoice
 from .population import Member
 from .state import RunState
@@ -131,13 +133,23 @@ class Proposer:
         if not is_llm(name):
             return self._offline[name]
         if (island, name) not in self._llm:
-            c, choice = self._llm_cfg, self._llm_choice
-            knobs = dict(model=choice.model, api_base=choice.api_base, temperature=c.temperature,
-                         max_tokens=c.max_tokens, timeout_s=c.timeout_s, num_retries=c.num_retries,
-                         max_fix_rounds=c.max_fix_rounds)
-            knobs.update(self._island_overrides.get(island, {}))
-            self._llm[(island, name)] = make_operator(name, **knobs)
+            self._llm[(island, name)] = make_operator(name, **self._llm_knobs(island))
         return self._llm[(island, name)]
+
+    def _llm_knobs(self, island: int) -> dict:
+        c, choice = self._llm_cfg, self._llm_choice
+        knobs = dict(model=choice.model, api_base=choice.api_base, temperature=c.temperature,
+                     max_tokens=c.max_tokens, timeout_s=c.timeout_s, num_retries=c.num_retries,
+                     max_fix_rounds=c.max_fix_rounds)
+        knobs.update({k: v for k, v in self._island_overrides.get(island, {}).items() if k in knobs})
+        return knobs
+
+    def summariser(self):
+        """fn(lessons text) -> (summary, cost dict) with the run's LLM (llm.lessons), or None without one."""
+        if self._llm_choice is None:
+            return None
+        operator = LLMSummary(**self._llm_knobs(-1))
+        return lambda text: (lambda summary, cost: (summary, asdict(cost)))(*operator.summarise(summary_prompt(text)))
 
     def choose_operator(self) -> str:
         weights = self.all_weights if self.llm_enabled else self.offline_weights
@@ -213,7 +225,8 @@ class Proposer:
         return ProposalContext(island=island, program=self.program, history=history, sigma=state.sigma or 0.0,
                                noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor,
                                base_source=self._source(self.base_commit) if self.base_commit else None,
-                               lineage=lineage, best=best, in_flight=tuple(in_flight))
+                               lineage=lineage, best=best, in_flight=tuple(in_flight),
+                               lessons=read_lessons(self.run_dir))
 
     # ---- proposing ------------------------------------------------------------------------------
     def prepare(self, state: RunState, island: int, operator_name: str, in_flight: tuple[Peer, ...] = ()) -> Request:

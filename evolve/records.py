@@ -122,6 +122,16 @@ class OperatorFailure:
 
 
 @dataclass(frozen=True)
+class LLMSummary:
+    """The LLM's summary of lessons.md (llm.lessons=true): what it cost, and why it failed if it did."""
+
+    after_seq: int
+    cost: dict[str, float] = field(default_factory=dict)
+    reason: str = ""              # empty when the summary was written into lessons.md
+    kind: str = "llm_summary"
+
+
+@dataclass(frozen=True)
 class RunStart:
     """A start (or resume) of the run: how long the run has been running sums over starts."""
 
@@ -130,9 +140,9 @@ class RunStart:
     kind: str = "start"
 
 
-Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, OperatorFailure, RunStart]
+Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, OperatorFailure, LLMSummary, RunStart]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "noise": NoiseUpdate, "migration": Migration,
-          "reset": Reset, "operator_failure": OperatorFailure, "start": RunStart}
+          "reset": Reset, "operator_failure": OperatorFailure, "llm_summary": LLMSummary, "start": RunStart}
 _TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns"}
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .population import Member, Population, hall_of_fame
-from .records import (CRASH, DISCARD, KEEP, Experiment, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Record,
-                      Reset, RunStart)
+from .records import (CRASH, DISCARD, KEEP, Experiment, LLMSummary, Migration, NoiseFloor, NoiseUpdate,
+                      OperatorFailure, Record, Reset, RunStart)
 
 
 @dataclass
@@ -48,6 +48,7 @@ class RunState:
     # several islands, e.g. the baseline with different seeds).
     measurements: dict[str, list[float]] = field(default_factory=dict)
     starts: list[RunStart] = field(default_factory=list)
+    summary_usd: float = 0.0       # LLM summaries of lessons.md (no island's)
 
     def __post_init__(self) -> None:
         if not self.islands:
@@ -87,6 +88,9 @@ class RunState:
         elif isinstance(record, OperatorFailure):
             self.islands[record.island].operator_failures += 1
             self.islands[record.island].llm_usd += record.cost.get("usd", 0.0)
+            self.events.append(record)
+        elif isinstance(record, LLMSummary):
+            self.summary_usd += record.cost.get("usd", 0.0)
             self.events.append(record)
         elif isinstance(record, RunStart):
             self.starts.append(record)
@@ -157,7 +161,7 @@ class RunState:
         return total
 
     def llm_usd(self) -> float:
-        return sum(isl.llm_usd for isl in self.islands)
+        return sum(isl.llm_usd for isl in self.islands) + self.summary_usd
 
     def keeps_total(self) -> int:
         return sum(isl.keeps for isl in self.islands)

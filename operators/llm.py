@@ -62,7 +62,8 @@ from typing import Any
 from operators import keys, prompts
 from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
 from operators.edits import (FORMAT_SEARCH_PLACEHOLDER, ApplyResult, apply_edits, edits_to_other_files, is_target,
-                             nearest_lines, parse_description, parse_reply, same_program, syntax_error)
+                             nearest_lines, parse_description, parse_reply, same_program, strip_thinking,
+                             syntax_error)
 
 # Defaults of the knobs below; evolve/config.py's llm.* and evolve/llm_choice.py read these.
 DEFAULT_MODEL = "anthropic/claude-sonnet-4-5"
@@ -408,3 +409,19 @@ class LLMCrossover(_LLMOperator):
         description = f"cross {first.commit[:7]} x {second.commit[:7]}: {description or 'llm merge'}"
         return Candidate(source=source, description=description, parents=(first.commit, second.commit),
                          operator=self.name, cost=conversation.cost())
+
+
+class LLMSummary(_LLMOperator):
+    """Not a candidate operator: asks the model for a short text (lessons.md's summary) with the
+    same knobs, retries and key handling as the operators. `summarise(messages)` returns (text,
+    Cost) or raises NoCandidate (with `.cost`)."""
+
+    name = "llm_summary"
+    arity = 0
+
+    def summarise(self, messages: list[dict]) -> tuple[str, Cost]:
+        conversation = _Conversation(self, messages)
+        text = strip_thinking(self._ask_whole(conversation)).strip()
+        if not text:
+            raise conversation.fail("empty summary")
+        return text, conversation.cost()

@@ -38,7 +38,8 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
              "run.max_experiments=8", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
-             "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", *ONLY_LLM_MUTATION],
+             "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", "llm.lessons_every=4",
+             *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**__import__("os").environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
         prompts = server.prompts()
@@ -58,6 +59,12 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
     assert "LEARNING_RATE = 0.004" in first and "val_bpb" in first
     # proposals drawn while their island trains see that candidate as in flight (issue 19 item 2)
     assert any("# Training right now" in p and "(this island), llm_mutation: " in p for p in prompts)
+    # lessons.md (issue 19 item 3) names the kept change and the crash class, and later prompts carry it
+    lessons = (run_dir / "lessons.md").read_text()
+    kept = [e.description for e in llm if e.status == "keep"]
+    assert "# Lessons after 8 experiments" in lessons and any(f"- {d} (+" in lessons for d in kept), lessons
+    assert "- crash: RuntimeError: 1 time, e.g. break the run on purpose" in lessons, lessons
+    assert any("# Lessons of this run so far" in p for p in prompts[2:])
     rows = read_tsv(run_dir / "experiments.tsv")
     assert any(int(r["tokens"]) > 0 for r in rows if r["operator"] == "llm_mutation")
     assert "operator_failure" in {r["kind"] for r in read_tsv(run_dir / "events.tsv")}

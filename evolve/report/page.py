@@ -105,6 +105,9 @@ def render_meta(run: RunData) -> str:
         f" · task {esc(run.manifest.get('preset', '?'))}, budget {esc(config_value(cfg, 'task.budget_s', '?'))} s",
         f"noise σ = {fmt(run.sigma)} ({run.state.sigma_dof} dof) · started {_when(run.start)} · last experiment finished {last}",
     ]
+    if (run.run_dir / "lessons.md").exists():   # the report sits in <run dir>/report by default
+        items.append(f'lessons: <a href="../lessons.md">lessons.md</a> (<code>{esc(run.run_dir / "lessons.md")}</code>), '
+                     f'what the run has learned, as every LLM prompt shows it')
     return '<div class="meta">' + "<br>".join(items) + "</div>"
 
 
