@@ -210,8 +210,13 @@ class LLMConfig:
     # Stop using the LLM once the run's LLM spend reaches this many dollars (0 = no cap).
     max_cost_usd: float = 0.0
     on_max_cost: OnMaxCost = OnMaxCost.offline
-    # Per-island temperament, e.g. '+llm.islands={1: {temperature: 1.1}, 2: {model: openai/gpt-4o-mini}}'.
+    # Per-island temperament, e.g. '+llm.islands={1: {temperature: 1.1}, 2: {model: openai/gpt-4o-mini}}';
+    # each island may set model, temperature, api_base, max_tokens and focus (free text).
     islands: dict[int, Any] = field(default_factory=dict)
+    # Research focus per island, appended to the brief of its LLM prompts: island k takes
+    # focuses[k % len(focuses)]; `llm.islands.<k>.focus` overrides one island. The focus/ group
+    # sets it (focus=areas: architecture, optimizer, schedule, efficiency, data pipeline).
+    focuses: list[str] = field(default_factory=list)
     # Write <run.dir>/lessons.md from the journal every this many experiments (0 = never); every
     # LLM prompt includes it (evolve/lessons.py).
     lessons_every: int = 10
@@ -271,6 +276,10 @@ class Config:
     llm: LLMConfig = field(default_factory=LLMConfig)
     operators: OperatorsConfig = field(default_factory=OperatorsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+
+
+# What llm.islands.<k> may set.
+ISLAND_KNOBS = ("model", "temperature", "api_base", "max_tokens", "focus")
 
 
 class ConfigError(ValueError):
@@ -358,8 +367,11 @@ def validate(cfg: Any, islands: int) -> None:
         _require(0 <= key < islands, f"llm.islands.{key}", dict(override),
                  f"an island index in 0..{islands - 1}")
         for knob in override:
-            _require(knob in ("model", "temperature", "api_base", "max_tokens"), f"llm.islands.{key}.{knob}",
-                     override[knob], "one of model, temperature, api_base, max_tokens")
+            _require(knob in ISLAND_KNOBS, f"llm.islands.{key}.{knob}", override[knob], f"one of {', '.join(ISLAND_KNOBS)}")
+        _require(isinstance(override.get("focus", ""), str), f"llm.islands.{key}.focus", override.get("focus"),
+                 "free text, e.g. 'the optimizer'")
+    _require(all(isinstance(f, str) and f.strip() for f in cfg.llm.focuses), "llm.focuses", list(cfg.llm.focuses),
+             "a list of non-empty texts, e.g. ['the optimizer', 'the schedule']")
     _require(cfg.ray.gpus_per_island > 0, "ray.gpus_per_island", cfg.ray.gpus_per_island, "a number > 0")
 
 

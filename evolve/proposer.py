@@ -44,6 +44,7 @@ class Proposal:
     parent_bpb: float     # the best parent's val_bpb when the proposal was made
     epoch: int = 0        # the island's epoch when its parents were drawn (RunState IslandState.epoch)
     parent: str = ""      # the best parent's commit: what the candidate is judged against
+    focus: str = ""       # the island's research focus the prompt carried (LLM operators)
 
     @property
     def source_sha256(self) -> str:
@@ -68,7 +69,8 @@ class Request:
     def run(self) -> Proposal:
         candidate = self.operator.propose(self.parents, random.Random(self.seed), context=self.context)
         best = min(self.parents, key=lambda p: p.val_bpb)
-        return Proposal(candidate=candidate, parent_bpb=best.val_bpb, epoch=self.epoch, parent=best.commit)
+        return Proposal(candidate=candidate, parent_bpb=best.val_bpb, epoch=self.epoch, parent=best.commit,
+                        focus=self.context.focus)
 
 
 def lineage_commits(by_commit: dict, commit: str) -> list[str]:
@@ -121,6 +123,7 @@ class Proposer:
         self._llm: dict[tuple[int, str], object] = {}
         self._llm_cfg = cfg.llm
         self._island_overrides = {int(k): dict(v) for k, v in cfg.llm.islands.items()}
+        self.focuses = [str(f) for f in cfg.llm.focuses]
         self._llm_choice = llm
         self._sources: dict[str, str] = {}
         self.base_commit = base_commit    # the run's unmodified train.py (the parent's diff is against it)
@@ -150,6 +153,13 @@ class Proposer:
             return None
         operator = LLMSummary(**self._llm_knobs(-1))
         return lambda text: (lambda summary, cost: (summary, asdict(cost)))(*operator.summarise(summary_prompt(text)))
+
+    def focus(self, island: int) -> str:
+        """Island k's research focus: llm.islands.<k>.focus, else llm.focuses[k % len], else none."""
+        own = self._island_overrides.get(island, {}).get("focus")
+        if own is not None:
+            return str(own)
+        return self.focuses[island % len(self.focuses)] if self.focuses else ""
 
     def choose_operator(self) -> str:
         weights = self.all_weights if self.llm_enabled else self.offline_weights
@@ -226,7 +236,7 @@ class Proposer:
                                noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor,
                                base_source=self._source(self.base_commit) if self.base_commit else None,
                                lineage=lineage, best=best, in_flight=tuple(in_flight),
-                               lessons=read_lessons(self.run_dir))
+                               lessons=read_lessons(self.run_dir), focus=self.focus(island))
 
     # ---- proposing ------------------------------------------------------------------------------
     def prepare(self, state: RunState, island: int, operator_name: str, in_flight: tuple[Peer, ...] = ()) -> Request:

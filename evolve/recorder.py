@@ -95,7 +95,8 @@ class Recorder:
             rerun_reason=trial.rerun_reason, first_bpb=result.val_bpb if len(runs) > 1 else None,
             parent_reruns=tuple((r.job.seed, r.result.val_bpb, r.result.status.value, self._relative_log(r.result))
                                 for r in trial.parent_runs),
-            parent=proposal.parent if proposal else "", outlier=verdict.outlier, parent_n=verdict.parent_n)
+            parent=proposal.parent if proposal else "", outlier=verdict.outlier, parent_n=verdict.parent_n,
+            focus=proposal.focus if proposal else "")
         self.append(exp)
         self.lab.keep_reachable(seq, commit)
         return exp

@@ -49,6 +49,7 @@ class Experiment:
     # out of the noise model (a fault, not run-to-run noise).
     outlier: bool = False
     parent_n: int = 0             # how many runs of the parent parent_bpb is the mean of
+    focus: str = ""               # the island's research focus its LLM prompt carried (llm.islands.<k>.focus)
     kind: str = "experiment"
 
     @property

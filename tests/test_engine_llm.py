@@ -39,7 +39,7 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
              "run.max_experiments=8", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", "llm.lessons_every=4",
-             *ONLY_LLM_MUTATION],
+             "focus=areas", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**__import__("os").environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
         prompts = server.prompts()
@@ -65,6 +65,9 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
     assert "# Lessons after 8 experiments" in lessons and any(f"- {d} (+" in lessons for d in kept), lessons
     assert "- crash: RuntimeError: 1 time, e.g. break the run on purpose" in lessons, lessons
     assert any("# Lessons of this run so far" in p for p in prompts[2:])
+    # focus=areas (issue 19 item 4): each island's prompts carry its own focus, recorded per experiment
+    assert {e.island: e.focus.split(" (")[0] for e in llm} == {0: "the model architecture", 1: "the optimizer"}
+    assert all("This island's research focus: the " in p for p in prompts)
     rows = read_tsv(run_dir / "experiments.tsv")
     assert any(int(r["tokens"]) > 0 for r in rows if r["operator"] == "llm_mutation")
     assert "operator_failure" in {r["kind"] for r in read_tsv(run_dir / "events.tsv")}

@@ -11,6 +11,7 @@ from ..noise import standard_error
 from ..records import CRASH, KEEP, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Reset
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
+from .llm_work import focus_rows
 from .stats import best_after, champion_rows, reach_best
 
 NOT_RESCORED = "not rescored — run with --rescore"
@@ -193,6 +194,21 @@ def gain_in_sigma(row) -> str:
     return f"{gain:+.1f} [{gain - half:+.1f}, {gain + half:+.1f}]"
 
 
+def render_focus(run: RunData) -> str:
+    """Islands compared by research focus (llm.islands.<k>.focus, focus=areas); empty without one."""
+    rows = focus_rows(run.state)
+    if not rows:
+        return ""
+    body = [[esc(r.focus), ", ".join(map(str, r.islands)), str(r.experiments), str(r.kept),
+             fmt(r.kept / r.experiments if r.experiments else None, ".2f"), fmt(r.best_gain_sigma, ".1f"),
+             fmt(r.best_val_bpb)] for r in rows]
+    return ("<h2>Research focus</h2><p>Islands grouped by the focus their LLM prompts carried: the experiments "
+            "made with that focus, how many were kept, the largest gain of a kept one in noise σ, and the best "
+            "champion of those islands.</p>"
+            + table(["focus", "islands", "experiments", "kept", "keep rate", "best gain (σ)", "best val_bpb"], body,
+                    numeric={2, 3, 4, 5, 6}))
+
+
 def render_events(run: RunData) -> str:
     rows = []
     for e in run.events:
@@ -230,7 +246,7 @@ def render_report(run: RunData, plots: dict[str, str]) -> str:
                "that only goes down), against wall time since the run started on the left and against the run's "
                "experiment count on the right; dots are the kept experiments, the dashed black line is the run's "
                "best over all islands."),
-        "<h2>Islands</h2>", render_islands(run),
+        "<h2>Islands</h2>", render_islands(run), render_focus(run),
         "<h2>Staircase per island</h2>",
         figure(plots["staircase"], "Every experiment of each island in the island's own order: coloured dots were "
                "kept, grey ones discarded (triangles at the top are worse than the plotted range), red crosses "
