@@ -205,8 +205,15 @@ class LLMConfig:
     num_retries: int = llm_defaults.DEFAULT_NUM_RETRIES            # 2
     # Times an unmatched SEARCH block is shown back to the model with the nearest lines.
     max_fix_rounds: int = llm_defaults.DEFAULT_MAX_FIX_ROUNDS      # 2
+    # The model's context size in tokens; null = ask the server (vLLM, llama.cpp) or litellm's model
+    # map once, 0 = unknown. When known, history is trimmed until the prompt leaves room for the
+    # reply, and max_tokens is lowered to what is left.
+    context_tokens: Optional[int] = None
     # Propose an island's next LLM candidate while its current experiment trains.
     prefetch: bool = True
+    # With prefetch, an island that frees up waits at most this long for its LLM proposal, then
+    # trains an offline candidate meanwhile (recorded with stand_in_for); the proposal stays in flight.
+    max_wait_s: float = 30.0
     # Stop using the LLM once the run's LLM spend reaches this many dollars (0 = no cap).
     max_cost_usd: float = 0.0
     on_max_cost: OnMaxCost = OnMaxCost.offline
@@ -358,6 +365,9 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.llm.temperature >= 0, "llm.temperature", cfg.llm.temperature, "a number >= 0")
     _require(cfg.llm.timeout_s > 0, "llm.timeout_s", cfg.llm.timeout_s, "seconds > 0")
     _require(cfg.llm.num_retries >= 0, "llm.num_retries", cfg.llm.num_retries, "an integer >= 0")
+    _require(cfg.llm.context_tokens is None or cfg.llm.context_tokens >= 0, "llm.context_tokens",
+             cfg.llm.context_tokens, "null (ask the server), 0 (unknown) or a number of tokens")
+    _require(cfg.llm.max_wait_s >= 0, "llm.max_wait_s", cfg.llm.max_wait_s, "seconds >= 0")
     _require(cfg.llm.lessons_every >= 0, "llm.lessons_every", cfg.llm.lessons_every,
              "an integer >= 0 (0 = no lessons.md)")
     _require(cfg.llm.max_cost_usd >= 0, "llm.max_cost_usd", cfg.llm.max_cost_usd, "dollars >= 0 (0 = no cap)")

@@ -96,6 +96,10 @@ class Engine:
                               disk.message(self.run_dir, cfg.run.min_free_mb, f"{type(e).__name__}: {e}"))
             say(self.stop.detail, fresh_line=True)
         finally:
+            try:
+                scheduler.cancel_proposals("the run ended")
+            except OSError as e:   # a full disk: the stop is already on its way
+                say(f"LLM proposals in flight not recorded: {e}")
             fleet.shutdown(recorder.heads())
         view.print_summary(opened.workspace.lab, interrupted=self.stop.reason in (
             StopReason.INTERRUPTED, StopReason.TERMINATED, StopReason.DISK_FULL))

@@ -74,7 +74,8 @@ def events_row(record: Record) -> str:
             f"island {i} <- island {d} champion {c[:7]} ({v:.6f})" for i, d, c, v in record.resets)
         after = record.after_seq
     elif isinstance(record, OperatorFailure):
-        detail = f"island {record.island} {record.operator}: {_clean(record.reason)} (${record.cost.get('usd', 0.0):.4f})"
+        reason = record.reason.removeprefix(f"{record.operator}: ")   # the operator's message names it already
+        detail = f"island {record.island} {record.operator}: {_clean(reason)} (${record.cost.get('usd', 0.0):.4f})"
         after = record.after_seq
     elif isinstance(record, LLMSummary):
         detail = (f"lessons.md summary {'failed: ' + _clean(record.reason) if record.reason else 'written'} "

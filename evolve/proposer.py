@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from island.summary import log_tail, read_log
-from operators.candidate import Attempt, Candidate, LineageStep, NoCandidate, Parent, Peer, ProposalContext
-from operators.llm import LLMSummary
+from operators.candidate import (Attempt, Candidate, LineageStep, NoCandidate, Parent, Peer, ProposalContext,
+                                 ProposalControl)
+from operators.llm import LLMSummary, load_litellm
 from operators.prompts import MAX_HISTORY
 from operators.registry import make_operator
 
@@ -45,6 +47,8 @@ class Proposal:
     epoch: int = 0        # the island's epoch when its parents were drawn (RunState IslandState.epoch)
     parent: str = ""      # the best parent's commit: what the candidate is judged against
     focus: str = ""       # the island's research focus the prompt carried (LLM operators)
+    transcript: str = ""  # where its LLM requests and replies are kept (run-dir relative)
+    stand_in_for: str = ""   # offline: the LLM operator whose proposal was not ready when the island freed up
 
     @property
     def source_sha256(self) -> str:
@@ -127,6 +131,8 @@ class Proposer:
         self._llm_choice = llm
         self._sources: dict[str, str] = {}
         self.base_commit = base_commit    # the run's unmodified train.py (the parent's diff is against it)
+        if self.llm_enabled:   # litellm's import takes seconds: not on the first proposal's clock
+            threading.Thread(target=load_litellm, daemon=True, name="import-litellm").start()
 
     # ---- operators ------------------------------------------------------------------------------
     def disable_llm(self) -> None:
@@ -143,7 +149,7 @@ class Proposer:
         c, choice = self._llm_cfg, self._llm_choice
         knobs = dict(model=choice.model, api_base=choice.api_base, temperature=c.temperature,
                      max_tokens=c.max_tokens, timeout_s=c.timeout_s, num_retries=c.num_retries,
-                     max_fix_rounds=c.max_fix_rounds)
+                     max_fix_rounds=c.max_fix_rounds, context_tokens=c.context_tokens)
         knobs.update({k: v for k, v in self._island_overrides.get(island, {}).items() if k in knobs})
         return knobs
 
@@ -236,7 +242,8 @@ class Proposer:
                                noise_k=self.noise_k, budget_s=self.budget_s, common_ancestor_source=ancestor,
                                base_source=self._source(self.base_commit) if self.base_commit else None,
                                lineage=lineage, best=best, in_flight=tuple(in_flight),
-                               lessons=read_lessons(self.run_dir), focus=self.focus(island))
+                               lessons=read_lessons(self.run_dir), focus=self.focus(island),
+                               control=ProposalControl())
 
     # ---- proposing ------------------------------------------------------------------------------
     def prepare(self, state: RunState, island: int, operator_name: str, in_flight: tuple[Peer, ...] = ()) -> Request:

@@ -96,7 +96,8 @@ class Recorder:
             parent_reruns=tuple((r.job.seed, r.result.val_bpb, r.result.status.value, self._relative_log(r.result))
                                 for r in trial.parent_runs),
             parent=proposal.parent if proposal else "", outlier=verdict.outlier, parent_n=verdict.parent_n,
-            focus=proposal.focus if proposal else "")
+            focus=proposal.focus if proposal else "", transcript=proposal.transcript if proposal else "",
+            stand_in_for=proposal.stand_in_for if proposal else "")
         self.append(exp)
         self.lab.keep_reachable(seq, commit)
         return exp

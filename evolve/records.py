@@ -50,6 +50,8 @@ class Experiment:
     outlier: bool = False
     parent_n: int = 0             # how many runs of the parent parent_bpb is the mean of
     focus: str = ""               # the island's research focus its LLM prompt carried (llm.islands.<k>.focus)
+    transcript: str = ""          # LLM operators: the proposal's requests and replies (llm/..., run-dir relative)
+    stand_in_for: str = ""        # an offline candidate trained while this LLM operator's proposal was not ready
     kind: str = "experiment"
 
     @property
@@ -119,6 +121,7 @@ class OperatorFailure:
     reason: str
     after_seq: int
     cost: dict[str, float] = field(default_factory=dict)
+    transcript: str = ""          # the proposal's requests and replies (llm/..., run-dir relative)
     kind: str = "operator_failure"
 
 

@@ -1,6 +1,8 @@
 """What an operator hands to an island: a new train.py and where it came from."""
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -35,10 +37,32 @@ class Candidate:
     parents: tuple[str, ...]     # parent commit hash(es); crossover has two
     operator: str                # name of the operator that produced it
     cost: Cost = field(default_factory=Cost)
+    transcript: dict = field(default_factory=dict)   # LLM operators: every message and request, redacted
 
 
 class NoCandidate(Exception):
-    """The operator could not produce a candidate from these parents; the message says why."""
+    """The operator could not produce a candidate from these parents; the message says why. LLM
+    operators attach `cost` and `transcript` once the model was called."""
+
+
+class ProposalControl:
+    """Shared between the engine and one LLM proposal running on a worker thread: the engine may
+    cancel it (checked before each request), and the proposal publishes what it has cost so far."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.why = ""
+        self.cost = Cost()
+        self.started = time.monotonic()
+
+    def cost_so_far(self) -> Cost:
+        """What the proposal has cost until now: the calls it finished, and the time since it began."""
+        return Cost(self.cost.prompt_tokens, self.cost.completion_tokens, self.cost.usd,
+                    time.monotonic() - self.started)
+
+    def cancel(self, why: str) -> None:
+        self.why = why
+        self.cancelled.set()
 
 
 @dataclass(frozen=True)
@@ -94,3 +118,4 @@ class ProposalContext:
     in_flight: tuple[Peer, ...] = ()         # candidates training now, on this island and others
     lessons: str = ""                        # lessons.md: what the run has learned so far
     focus: str = ""                          # the island's research focus (llm.islands.<k>.focus)
+    control: ProposalControl | None = field(default=None, compare=False)   # cancel it, read its cost so far

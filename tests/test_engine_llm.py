@@ -2,6 +2,7 @@
 server on 127.0.0.1, real Ray islands, real git, real fitness subprocesses."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 
 from evolve.records import OperatorFailure
-from tests.llm_server import Empty, Reply, ScriptedLLM, Status
+from tests.llm_server import Delay, Empty, Reply, ScriptedLLM, Status
 from tests.test_engine import LANDSCAPE, ROOT, assert_records_agree_with_git, load_state, read_tsv
 
 ONLY_LLM_MUTATION = ("operators.weights.llm_mutation=1", "operators.weights.llm_crossover=0",
@@ -229,3 +230,42 @@ def test_llm_replies_in_real_models_shapes_become_candidates(tmp_path: Path):
     sources = [subprocess.run(["git", "-C", str(run_dir / "lab"), "show", f"{e.commit}:train.py"],
                               capture_output=True, text=True, check=True).stdout for e in state.experiments]
     assert len(sources) >= 5 and all("WIDTH = " in source and "WIDTH = 1\n" not in source for source in sources)
+
+
+def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path: Path):
+    """Issue 19 item 5: the island trains offline stand-ins while its LLM proposal is not ready, uses
+    the proposal when it arrives, and the proposal still in flight at the end is cancelled and
+    recorded with its cost; every request and reply is kept under llm/ and linked from the journal;
+    the report's funnel counts it all."""
+    from evolve.report.data import read_run
+    from evolve.report.llm_work import funnel_rows
+    from evolve.report.page import render_llm_funnel
+
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "slow"
+    with ScriptedLLM() as server:
+        server.script(Delay(4, Reply(whole_file("learning rate 0.01", "0.01"))),
+                      Delay(60, Reply(whole_file("never arrives", "0.02"))))
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
+             "run.max_experiments=10", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "llm.model=openai/test-model", "llm.max_wait_s=0.5", *ONLY_LLM_MUTATION],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_state(run_dir, 1)
+    stand_ins = [e for e in state.experiments if e.stand_in_for]
+    assert stand_ins and all(e.operator == "perturb" and e.stand_in_for == "llm_mutation" for e in stand_ins)
+    [llm] = [e for e in state.experiments if e.operator == "llm_mutation"]
+    assert llm.description == "learning rate 0.01" and llm.seq > stand_ins[0].seq   # arrived after a stand-in
+    transcript = json.loads((run_dir / llm.transcript).read_text())
+    assert transcript["outcome"] == "candidate" and "LEARNING_RATE = 0.004" in transcript["messages"][1]["content"]
+    assert transcript["requests"][0]["finish_reason"] == "stop" and transcript["requests"][0]["seconds"] >= 4
+    [cancelled] = [f for f in state.events if isinstance(f, OperatorFailure)]
+    assert cancelled.reason.startswith("cancelled: the run ended") and "abandoned" in cancelled.reason
+    assert cancelled.cost["seconds"] > 0
+    [by_operator], [by_island] = funnel_rows(state)
+    assert (by_operator.requested, by_operator.parsed, by_operator.trained, by_operator.failed) == (2, 1, 1, 1)
+    assert by_operator.stand_ins == len(stand_ins) == by_island.stand_ins and by_operator.seconds >= 4
+    assert "LLM funnel" in render_llm_funnel(read_run(run_dir))
+    assert done.stdout.count("LiteLLM completion()") == 0     # litellm's INFO lines stay out of the terminal

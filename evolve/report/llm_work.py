@@ -41,3 +41,59 @@ def focus_rows(state: RunState) -> list[FocusRow]:
         rows.append(FocusRow(focus or "(no focus)", tuple(islands), len(mine), len(kept),
                              max(gains) if gains else None, min(champions) if champions else None))
     return rows
+
+
+@dataclass(frozen=True)
+class FunnelRow:
+    """What became of one operator's (or one island's) LLM proposals."""
+
+    name: str
+    requested: int          # proposals started (each is one conversation with the model)
+    parsed: int             # gave a candidate (an applied, compiling edit), duplicates included
+    trained: int            # measured by a fitness run (not refused by the island's guards)
+    kept: int
+    failed: int             # gave no candidate, were dropped or cancelled (operator failures)
+    stand_ins: int          # offline candidates trained while a proposal was not ready
+    seconds: float
+    tokens: int             # prompt + completion
+    usd: float
+
+
+def _is_llm(operator: str) -> bool:
+    return operator.startswith("llm_")
+
+
+def _funnel_row(name: str, experiments: list, failures: list, stand_ins: int, summaries: list = ()) -> FunnelRow:
+    costs = [e.cost for e in experiments] + [f.cost for f in failures] + [s.cost for s in summaries]
+    duplicates = sum("duplicate" in f.reason for f in failures)
+    return FunnelRow(
+        name=name, requested=len(experiments) + len(failures) + len(summaries),
+        parsed=len(experiments) + duplicates + sum(not s.reason for s in summaries),
+        trained=sum(e.outcome != "rejected" for e in experiments), kept=sum(e.status == KEEP for e in experiments),
+        failed=len(failures) - duplicates + sum(bool(s.reason) for s in summaries), stand_ins=stand_ins,
+        seconds=sum(c.get("seconds", 0.0) for c in costs),
+        tokens=int(sum(c.get("prompt_tokens", 0) + c.get("completion_tokens", 0) for c in costs)),
+        usd=sum(c.get("usd", 0.0) for c in costs))
+
+
+def funnel_rows(state: RunState) -> tuple[list[FunnelRow], list[FunnelRow]]:
+    """(per operator, per island) funnels of the run's LLM work; both empty when no LLM was used.
+    The per-operator list ends with `llm_summary` (lessons.md summaries) when there were any."""
+    from ..records import LLMSummary, OperatorFailure
+
+    experiments = [e for e in state.experiments if _is_llm(e.operator)]
+    failures = [f for f in state.events if isinstance(f, OperatorFailure) and _is_llm(f.operator)]
+    summaries = [s for s in state.events if isinstance(s, LLMSummary)]
+    stand_ins = [e for e in state.experiments if e.stand_in_for]
+    if not experiments and not failures and not summaries:
+        return [], []
+    operators = sorted({e.operator for e in experiments} | {f.operator for f in failures})
+    by_operator = [_funnel_row(op, [e for e in experiments if e.operator == op],
+                               [f for f in failures if f.operator == op],
+                               sum(e.stand_in_for == op for e in stand_ins)) for op in operators]
+    if summaries:
+        by_operator.append(_funnel_row("llm_summary", [], [], 0, summaries))
+    by_island = [_funnel_row(f"island {isl.index}", [e for e in experiments if e.island == isl.index],
+                             [f for f in failures if f.island == isl.index],
+                             sum(e.island == isl.index for e in stand_ins)) for isl in state.islands]
+    return by_operator, by_island

@@ -11,7 +11,7 @@ from ..noise import standard_error
 from ..records import CRASH, KEEP, Migration, NoiseFloor, NoiseUpdate, OperatorFailure, Reset
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
-from .llm_work import focus_rows
+from .llm_work import focus_rows, funnel_rows
 from .stats import best_after, champion_rows, reach_best
 
 NOT_RESCORED = "not rescored — run with --rescore"
@@ -209,6 +209,29 @@ def render_focus(run: RunData) -> str:
                     numeric={2, 3, 4, 5, 6}))
 
 
+def render_llm_funnel(run: RunData) -> str:
+    """The LLM funnel per operator and per island; empty when the run used no LLM."""
+    by_operator, by_island = funnel_rows(run.state)
+    if not by_operator:
+        return ""
+    headers = ["", "requested", "parsed", "trained", "kept", "failed / dropped", "offline stand-ins", "LLM s",
+               "tokens", "$"]
+
+    def rows(funnel):
+        return [[esc(r.name), str(r.requested), str(r.parsed), str(r.trained), str(r.kept), str(r.failed),
+                 str(r.stand_ins), f"{r.seconds:.1f}", f"{r.tokens:,}", f"{r.usd:.4f}"] for r in funnel]
+
+    return ("<h2>LLM funnel</h2><p>What became of the LLM proposals: requested (conversations started), parsed "
+            "(gave an applied, compiling edit; duplicates of a measured train.py included), trained (measured, not "
+            "refused by the guards), kept; failed or dropped (no candidate, re-planned after a reset, cancelled at "
+            "the end: the island fell back to an offline operator); offline stand-ins (offline candidates trained "
+            "while a proposal was not ready, <code>llm.max_wait_s</code>); the model's seconds, tokens and dollars, "
+            "failures included. Every request and reply is kept under <code>llm/</code> in the run dir, linked from "
+            "the journal (<code>transcript</code>).</p>"
+            + table(headers, rows(by_operator), numeric=set(range(1, 10)))
+            + table(headers, rows(by_island), numeric=set(range(1, 10))))
+
+
 def render_events(run: RunData) -> str:
     rows = []
     for e in run.events:
@@ -246,7 +269,7 @@ def render_report(run: RunData, plots: dict[str, str]) -> str:
                "that only goes down), against wall time since the run started on the left and against the run's "
                "experiment count on the right; dots are the kept experiments, the dashed black line is the run's "
                "best over all islands."),
-        "<h2>Islands</h2>", render_islands(run), render_focus(run),
+        "<h2>Islands</h2>", render_islands(run), render_focus(run), render_llm_funnel(run),
         "<h2>Staircase per island</h2>",
         figure(plots["staircase"], "Every experiment of each island in the island's own order: coloured dots were "
                "kept, grey ones discarded (triangles at the top are worse than the plotted range), red crosses "
