@@ -55,6 +55,12 @@ class Sandbox(str, Enum):
     none = "none"    # never: train.py runs with the user's full access (docs/safety.md)
 
 
+class EditFormat(str, Enum):
+    auto = "auto"                      # constants for a model marked small (llm.small_model), else search_replace
+    search_replace = "search_replace"  # SEARCH/REPLACE blocks (or a diff, or a whole file) against train.py
+    constants = "constants"            # NAME = value lines for train.py's constants only: a short prompt
+
+
 class OnMaxCost(str, Enum):
     offline = "offline"  # islands go on with the offline operators
     stop = "stop"        # the run stops starting experiments
@@ -205,6 +211,10 @@ class LLMConfig:
     num_retries: int = llm_defaults.DEFAULT_NUM_RETRIES            # 2
     # Times an unmatched SEARCH block is shown back to the model with the nearest lines.
     max_fix_rounds: int = llm_defaults.DEFAULT_MAX_FIX_ROUNDS      # 2
+    # What the model is asked for (operators/constant_edits.py for `constants`, docs/llm.md).
+    edit_format: EditFormat = EditFormat.auto
+    # The model is small (a few billion parameters or less): `auto` then picks the constants format.
+    small_model: bool = False
     # The model's context size in tokens; null = ask the server (vLLM, llama.cpp) or litellm's model
     # map once, 0 = unknown. When known, history is trimmed until the prompt leaves room for the
     # reply, and max_tokens is lowered to what is left.

@@ -91,6 +91,12 @@ def lineage_commits(by_commit: dict, commit: str) -> list[str]:
     return chain
 
 
+def edit_format(chosen, small_model: bool) -> str:
+    """llm.edit_format as the operators take it: `auto` is `constants` for a model marked small."""
+    value = getattr(chosen, "value", chosen)
+    return ("constants" if small_model else "search_replace") if value == "auto" else value
+
+
 def made_by(state: RunState) -> dict:
     """Each commit's experiment (the first one: a base commit's first baseline)."""
     by_commit: dict = {}
@@ -120,6 +126,7 @@ class Proposer:
         self.offline_weights = {n: w for n, w in weights.items() if not is_llm(n)} or {FALLBACK_OPERATOR: 1.0}
         self.llm_enabled = llm is not None and any(is_llm(n) for n in weights)
         exclude = list(cfg.operators.perturb.exclude)
+        self.exclude = exclude
         self._offline = {name: make_operator(name, **({"max_changes": cfg.operators.perturb.max_changes,
                                                         "scale": cfg.operators.perturb.scale, "exclude": exclude}
                                                        if name == "perturb" else {"exclude": exclude}))
@@ -149,7 +156,8 @@ class Proposer:
         c, choice = self._llm_cfg, self._llm_choice
         knobs = dict(model=choice.model, api_base=choice.api_base, temperature=c.temperature,
                      max_tokens=c.max_tokens, timeout_s=c.timeout_s, num_retries=c.num_retries,
-                     max_fix_rounds=c.max_fix_rounds, context_tokens=c.context_tokens)
+                     max_fix_rounds=c.max_fix_rounds, context_tokens=c.context_tokens,
+                     edit_format=edit_format(c.edit_format, c.small_model), exclude=tuple(self.exclude))
         knobs.update({k: v for k, v in self._island_overrides.get(island, {}).items() if k in knobs})
         return knobs
 

@@ -202,7 +202,8 @@ class Scheduler:
 
     def in_flight(self) -> tuple[Peer, ...]:
         """The candidates training now, in island order (baselines left out)."""
-        return tuple(Peer(island=k, description=t.proposal.candidate.description, operator=t.proposal.candidate.operator)
+        return tuple(Peer(island=k, description=t.proposal.candidate.description,
+                          operator=t.proposal.candidate.operator)
                      for k, t in sorted(self.running.items()) if t.proposal is not None)
 
     def _prefetch_is_stale(self, k: int) -> bool:

@@ -68,6 +68,8 @@ from typing import Any, Callable
 
 from operators import keys, prompts
 from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
+from operators.constant_edits import apply_constants, constants_table, find_constants, parse_constant_lines
+from operators.perturb import DEFAULT_EXCLUDE
 from operators.tokens import count_messages
 from operators.edits import (FORMAT_SEARCH_PLACEHOLDER, ApplyResult, apply_edits, edits_to_other_files, is_target,
                              nearest_lines, parse_description, parse_reply, same_program, strip_thinking,
@@ -86,6 +88,9 @@ MAX_REASON_CHARS = 300
 MIN_REPLY_TOKENS = 512    # a first request must leave at least this much of the context for the reply
 CONTEXT_MARGIN = 0.15     # our token counts are o200k's; a model's tokenizer may count this much more
 RETRY_STATUSES = (408, 409, 429)   # and every 5xx
+# What the model edits: SEARCH/REPLACE blocks (or a diff, or a whole file) against train.py, or,
+# for small models, `NAME = value` lines for train.py's constants (operators/constant_edits.py).
+EDIT_FORMATS = ("search_replace", "constants")
 
 _litellm = None
 _litellm_lock = threading.Lock()
@@ -250,7 +255,8 @@ class _Conversation:
     def transcript(self) -> dict:
         """Every message sent and received and every request's outcome, redacted."""
         return {"model": self.operator.model, "api_base": self.operator.api_base or "",
-                "messages": [{"role": m["role"], "content": redact(str(m.get("content") or ""))} for m in self.messages],
+                "messages": [{"role": m["role"], "content": redact(str(m.get("content") or ""))}
+                             for m in self.messages],
                 "requests": list(self.records)}
 
     def fail(self, reason: str) -> NoCandidate:
@@ -360,6 +366,8 @@ class _LLMOperator:
         max_history: int = prompts.MAX_HISTORY,
         log_tail_lines: int = prompts.LOG_TAIL_LINES,
         context_tokens: int | None = None,
+        edit_format: str = "search_replace",
+        exclude: tuple[str, ...] | list[str] = DEFAULT_EXCLUDE,
     ):
         if not model or not isinstance(model, str):
             raise ValueError(f"{self.name}: model must be a litellm model string, got {model!r}")
@@ -382,6 +390,10 @@ class _LLMOperator:
         # None: ask the server (or litellm's model map) once; 0: unknown, nothing is trimmed
         self.context_tokens = None if context_tokens is None else int(context_tokens)
         self._window_lock = threading.Lock()
+        if edit_format not in EDIT_FORMATS:
+            raise ValueError(f"{self.name}: edit_format must be one of {', '.join(EDIT_FORMATS)}, got {edit_format!r}")
+        self.edit_format = edit_format
+        self.exclude = tuple(exclude)   # constants the constants format never shows or changes
 
     def __repr__(self) -> str:
         base = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -514,6 +526,55 @@ class _LLMOperator:
             raise conversation.fail("no change" + ("" if source == base else " (only comments or formatting differ)"))
         return source, description
 
+    def _edit_constants(self, conversation: _Conversation, base: str) -> tuple[str, str]:
+        """The constants format: NAME = value lines applied with the AST rewriter; lines that name
+        no constant or give a value of the wrong type go back to the model (max_fix_rounds)."""
+        table = constants_table(base, self.exclude)
+        reply = self._ask_whole(conversation)
+        rounds = 0
+        while True:
+            text = strip_thinking(reply)
+            parsed = parse_constant_lines(text, base, self.exclude)
+            if parsed.values:
+                break
+            if parsed.unknown and set(parsed.unknown) == {prompts.CONSTANTS_EXAMPLE_NAME}:
+                raise conversation.fail(f"the reply repeats the prompt's format example "
+                                        f"({prompts.CONSTANTS_EXAMPLE_NAME} = ...) instead of a constant of train.py")
+            problems = parsed.unknown or parsed.invalid or parsed.refused
+            if not problems:
+                raise conversation.fail("no change (the values given are the current ones: "
+                                        f"{', '.join(parsed.unchanged)})" if parsed.unchanged else
+                                        "no edit in reply: no NAME = value line")
+            if rounds >= self.max_fix_rounds:
+                what = "; ".join([*(f"not a constant: {n}" for n in parsed.unknown), *parsed.invalid,
+                                  *(f"excluded: {n}" for n in parsed.refused)])
+                raise conversation.fail(f"no usable NAME = value line after {rounds} fix round(s) ({what[:200]})")
+            rounds += 1
+            reply = self._ask_whole(conversation, prompts.constants_feedback(
+                parsed.unknown, parsed.invalid, parsed.refused, table))
+        source = apply_constants(base, parsed.values)
+        if same_program(source, base):
+            raise conversation.fail("no change")
+        old = find_constants(base)
+        description = ", ".join(f"{name} {old[name].text} -> {find_constants(source)[name].text}"
+                                for name in parsed.values)
+        return source, description
+
+    def _constants_crossover(self, first: Parent, second: Parent, context: ProposalContext | None) -> Candidate:
+        a, b = find_constants(first.source), find_constants(second.source)
+        shown = constants_table(first.source, self.exclude).splitlines()
+        names = [line.split(" = ")[0] for line in shown]
+        differences = [f"{n} = {a[n].text} | {b[n].text}" for n in names if n in b and a[n].value != b[n].value]
+        conversation = _Conversation(self, prompts.constants_crossover_messages(
+            first, second, "\n".join(differences), context), control_of(context))
+        if not differences:
+            raise conversation.fail(f"parents {first.commit[:7]} and {second.commit[:7]} have the same constants "
+                                    f"(edit_format=constants)")
+        source, description = self._edit_constants(conversation, first.source)
+        return Candidate(source=source, description=f"cross {first.commit[:7]} x {second.commit[:7]}: {description}",
+                         parents=(first.commit, second.commit), operator=self.name, cost=conversation.cost(),
+                         transcript=conversation.transcript())
+
     @staticmethod
     def _unapplied_reason(result: ApplyResult, rounds: int) -> str:
         """Why the blocks still left unapplied after the fix rounds end the proposal."""
@@ -551,10 +612,17 @@ class LLMMutation(_LLMOperator):
                 context: ProposalContext | None = None) -> Candidate:
         self._check(parents)
         parent = parents[0]
-        messages = self.fit(lambda shown, logs: prompts.mutation_messages(parent, context, max_history=shown,
-                                                                          log_lines=logs))
-        conversation = _Conversation(self, messages, control_of(context))
-        source, description = self._edit(conversation, parent.source)
+        if self.edit_format == "constants":
+            table = constants_table(parent.source, self.exclude)
+            messages = self.fit(lambda shown, logs: prompts.constants_messages(
+                parent, table, context, max_history=min(shown, prompts.CONSTANTS_HISTORY)))
+            conversation = _Conversation(self, messages, control_of(context))
+            source, description = self._edit_constants(conversation, parent.source)
+        else:
+            messages = self.fit(lambda shown, logs: prompts.mutation_messages(parent, context, max_history=shown,
+                                                                              log_lines=logs))
+            conversation = _Conversation(self, messages, control_of(context))
+            source, description = self._edit(conversation, parent.source)
         return Candidate(source=source, description=description or "llm edit (no description given)",
                          parents=(parent.commit,), operator=self.name, cost=conversation.cost(),
                          transcript=conversation.transcript())
@@ -575,6 +643,8 @@ class LLMCrossover(_LLMOperator):
                 context: ProposalContext | None = None) -> Candidate:
         self._check(parents)
         first, second = parents
+        if self.edit_format == "constants":
+            return self._constants_crossover(first, second, context)
         conversation = _Conversation(self, self.fit(lambda shown, logs: prompts.crossover_messages(
             first, second, context)), control_of(context))
         if same_program(first.source, second.source):

@@ -377,3 +377,107 @@ def syntax_feedback(error: SyntaxError, source: str) -> str:
             f"Lines {first}-{first + len(text.splitlines()) - 1} of the edited train.py:\n\n{fenced(text)}\n\n"
             f"Reply with SEARCH/REPLACE blocks against the edited file that fix it (your earlier "
             f"blocks are already applied). No DESCRIPTION line is needed.")
+
+
+# ---------------------------------------------------------------------------------------------
+# The constants format (llm.edit_format=constants): a short prompt for small models
+
+CONSTANTS_SYSTEM_PROMPT = """\
+You tune the settings of a training script. You answer with one DESCRIPTION line and
+NAME = value lines, nothing else."""
+
+CONSTANTS_BRIEF_CHARS = 700       # the brief is cut to this many characters
+CONSTANTS_HISTORY = 8             # most recent experiments listed, one line each
+CONSTANTS_LESSONS_CHARS = 600
+
+CONSTANTS_EXAMPLE_NAME = "SOME_RATE"   # the format example's name: a reply that only uses it echoed the example
+CONSTANTS_FORMAT = """\
+Answer exactly like this (no code, no other text), with real names from the list:
+DESCRIPTION: SOME_RATE 0.08 -> 0.06
+SOME_RATE = 0.06
+
+Change one to three constants from the list. Use only names from the list; keep each value's
+type (a whole number stays a whole number, True/False stays True/False)."""
+
+
+def _cut(text: str, limit: int) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " [...]"
+
+
+def _short_brief(context: ProposalContext | None) -> str:
+    text = context.program.strip() if context is not None and context.program.strip() else DEFAULT_BRIEF
+    if scripts_an_agent(text):
+        text = DEFAULT_BRIEF   # a session script for an agent says nothing a small model can use here
+    text = _cut(text, CONSTANTS_BRIEF_CHARS)
+    if context is not None and context.focus.strip():
+        text += f"\nFocus on: {context.focus.strip()}."
+    return text
+
+
+def constants_parts(parent: Parent, table: str, context: ProposalContext | None = None,
+                    max_history: int = CONSTANTS_HISTORY) -> list[tuple[str, str]]:
+    """The constants prompt's parts, stable first: the goal, the format, the constants; then the
+    lessons (shortened), the noise floor and the last experiments of the lineage, one line each."""
+    history = list(context.history if context is not None else ())[-max_history:] if max_history > 0 else []
+    parts = [("brief", f"# Goal\n\n{_short_brief(context)}\nLower val_bpb is better."),
+             ("format", f"# Answer format\n\n{CONSTANTS_FORMAT}"),
+             ("constants", f"# The constants of train.py now (its val_bpb: {format_bpb(parent.val_bpb)})\n\n{table}")]
+    if context is not None and context.lessons.strip():
+        kept = context.lessons.split("## Directions")[0].split("## Kept changes")[-1]
+        parts.append(("lessons", "# Kept so far\n" + _cut(kept, CONSTANTS_LESSONS_CHARS)))
+    if context is not None and context.sigma and context.sigma > 0:
+        k = context.noise_k if context.noise_k and context.noise_k > 0 else 1.0
+        parts.append(("noise", f"A change counts only if val_bpb drops by more than {k * context.sigma:.4f}."))
+    if history:
+        lines = [f"- [{a.status}] {a.description.strip() or '(no description)'}"
+                 + (f" ({format_delta(a.delta)})" if a.delta is not None and a.status != "crash" else "")
+                 for a in history]
+        parts.append(("history", "# Tried already (do not repeat)\n" + "\n".join(lines)))
+    parts.append(("task", "Now answer: one DESCRIPTION line, then the NAME = value lines."))
+    return parts
+
+
+def constants_messages(parent: Parent, table: str, context: ProposalContext | None = None,
+                       max_history: int = CONSTANTS_HISTORY) -> list[dict]:
+    return [{"role": "system", "content": CONSTANTS_SYSTEM_PROMPT},
+            {"role": "user", "content": "\n\n".join(t for _, t in constants_parts(parent, table, context,
+                                                                                 max_history))}]
+
+
+def constants_crossover_messages(first: Parent, second: Parent, differences: str,
+                                 context: ProposalContext | None = None) -> list[dict]:
+    """Crossover in the constants format: the constants on which two train.py files differ."""
+    text = f"""\
+# Goal
+
+{_short_brief(context)}
+Lower val_bpb is better.
+
+# Answer format
+
+{CONSTANTS_FORMAT}
+
+# Two versions of train.py
+
+A has val_bpb {format_bpb(first.val_bpb)}, B has val_bpb {format_bpb(second.val_bpb)}. The constants
+on which they differ (NAME = A's value | B's value):
+
+{differences}
+
+Starting from A, take the values from B that should lower val_bpb. Now answer: one DESCRIPTION
+line, then the NAME = value lines."""
+    return [{"role": "system", "content": CONSTANTS_SYSTEM_PROMPT}, {"role": "user", "content": text}]
+
+
+def constants_feedback(unknown: Sequence[str], invalid: Sequence[str], refused: Sequence[str], table: str) -> str:
+    """Tell the model which lines could not be used."""
+    parts = ["None of your lines changed a constant of train.py."]
+    if unknown:
+        parts.append(f"Not constants of train.py: {', '.join(sorted(set(unknown)))}.")
+    if refused:
+        parts.append(f"Not to be changed: {', '.join(sorted(set(refused)))}.")
+    if invalid:
+        parts.append("Invalid: " + "; ".join(invalid) + ".")
+    parts.append(f"The constants you may change:\n\n{table}\n\nAnswer again with NAME = value lines only.")
+    return "\n".join(parts)

@@ -6,7 +6,8 @@
 Builds the prompts with operators/prompts.py (the builders the operators call) for the default
 task's train.py and a context like one of a long run: a 3-step lineage, the island's 3 best other
 members, 3 candidates in flight, 20 experiments of history on the lineage (4 crashes with 17-line
-log tails) and a lessons.md. Tokens: tiktoken o200k_base (operators/tokens.py).
+log tails) and a lessons.md; and the constants format's prompt (llm.edit_format=constants) for the
+same. Tokens: tiktoken o200k_base (operators/tokens.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ sys.path.insert(0, str(ROOT))
 
 from operators import prompts  # noqa: E402
 from operators.candidate import Attempt, LineageStep, Parent, Peer, ProposalContext  # noqa: E402
+from operators.constant_edits import constants_table  # noqa: E402
+from operators.perturb import DEFAULT_EXCLUDE  # noqa: E402
 from operators.tokens import count_tokens, exact  # noqa: E402
 
 TRAIN = (ROOT / "evolve" / "task" / "train.py").read_text()
@@ -62,11 +65,11 @@ def context(history: int = 20, **more) -> ProposalContext:
     return ProposalContext(**values)
 
 
-def table(title: str, parts: list[tuple[str, str]]) -> None:
+def table(title: str, parts: list[tuple[str, str]], system_prompt: str = prompts.SYSTEM_PROMPT) -> None:
     print(f"\n{title}\n")
     print("| part | characters | tokens |")
     print("|---|---|---|")
-    system = ("system", prompts.SYSTEM_PROMPT)
+    system = ("system", system_prompt)
     total_chars = total_tokens = 0
     for name, text in [system, *parts]:
         tokens = count_tokens(text)
@@ -91,6 +94,13 @@ def main() -> None:
                                   parent(TRAIN.replace("WARMDOWN_FRAC = 0.5 ", "WARMDOWN_FRAC = 0.4 ")
                                          .replace("DEPTH = 3 ", "DEPTH = 5 ")),
                                   context(common_ancestor_source=TRAIN)))
+    table("constants format (llm.edit_format=constants), long run (history 20 of which 8 shown, lessons)",
+          prompts.constants_parts(parent(), constants_table(CHILD, DEFAULT_EXCLUDE), context()),
+          prompts.CONSTANTS_SYSTEM_PROMPT)
+    table("constants format, first experiment",
+          prompts.constants_parts(Parent("b" * 40, TRAIN, 1.61, 0), constants_table(TRAIN, DEFAULT_EXCLUDE),
+                                  ProposalContext(island=0, program=prompts.DEFAULT_BRIEF, sigma=0.0021, noise_k=2.0)),
+          prompts.CONSTANTS_SYSTEM_PROMPT)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 from evolve.records import OperatorFailure
+from operators.tokens import count_messages
 from tests.llm_server import Delay, Empty, Reply, ScriptedLLM, Status
 from tests.test_engine import LANDSCAPE, ROOT, assert_records_agree_with_git, load_state, read_tsv
 
@@ -269,3 +270,31 @@ def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path
     assert by_operator.stand_ins == len(stand_ins) == by_island.stand_ins and by_operator.seconds >= 4
     assert "LLM funnel" in render_llm_funnel(read_run(run_dir))
     assert done.stdout.count("LiteLLM completion()") == 0     # litellm's INFO lines stay out of the terminal
+
+
+def test_a_small_model_with_a_2k_context_edits_constants_end_to_end(tmp_path: Path):
+    """Issue 19 item 6: llm.small_model=true picks the constants format; the server reports a 2048-token
+    context (as vLLM does), every request fits it, and NAME = value replies become candidates."""
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "small"
+    with ScriptedLLM() as server:
+        server.context_tokens = 2048
+        server.script(Reply("DESCRIPTION: faster learning\nLEARNING_RATE = 0.01"),
+                      Reply("<think>wider?</think>\nDESCRIPTION: wider\nWIDTH = 96\nDECAY = 0.15"),
+                      Reply("DESCRIPTION: SOME_RATE 0.08 -> 0.06\nSOME_RATE = 0.06"))
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "islands=1", "selection=ratchet", "task=custom", f"task.dir={task}",
+             "task.budget_s=0.05", "run.max_experiments=4", f"run.dir={run_dir}", "llm=local",
+             f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.small_model=true"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        requests = server.chat_requests
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_state(run_dir, 1, population_size=1)
+    assert [e.description for e in state.experiments if e.operator == "llm_mutation"] == [
+        "LEARNING_RATE 0.004 -> 0.01", "WIDTH 64 -> 96, DECAY 0.1 -> 0.15"]
+    [echo] = [f for f in state.events if isinstance(f, OperatorFailure)]
+    assert "repeats the prompt's format example" in echo.reason
+    for request in requests:
+        used = count_messages(request["body"]["messages"])
+        assert used < 1000 and used + request["body"]["max_tokens"] <= 2048, (used, request["body"]["max_tokens"])

@@ -107,8 +107,9 @@ def render_meta(run: RunData) -> str:
         f"noise σ = {fmt(run.sigma)} ({run.state.sigma_dof} dof) · started {_when(run.start)} · last experiment finished {last}",
     ]
     if (run.run_dir / "lessons.md").exists():   # the report sits in <run dir>/report by default
-        items.append(f'lessons: <a href="../lessons.md">lessons.md</a> (<code>{esc(run.run_dir / "lessons.md")}</code>), '
-                     f'what the run has learned, as every LLM prompt shows it')
+        items.append(f'lessons: <a href="../lessons.md">lessons.md</a> '
+                     f'(<code>{esc(run.run_dir / "lessons.md")}</code>), what the run has learned, as every LLM '
+                     f'prompt shows it')
     return '<div class="meta">' + "<br>".join(items) + "</div>"
 
 
