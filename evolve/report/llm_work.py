@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..records import KEEP
+from ..records import KEEP, LLMSummary, OperatorFailure
 from ..state import RunState
 
 
@@ -79,8 +79,6 @@ def _funnel_row(name: str, experiments: list, failures: list, stand_ins: int, su
 def funnel_rows(state: RunState) -> tuple[list[FunnelRow], list[FunnelRow]]:
     """(per operator, per island) funnels of the run's LLM work; both empty when no LLM was used.
     The per-operator list ends with `llm_summary` (lessons.md summaries) when there were any."""
-    from ..records import LLMSummary, OperatorFailure
-
     experiments = [e for e in state.experiments if _is_llm(e.operator)]
     failures = [f for f in state.events if isinstance(f, OperatorFailure) and _is_llm(f.operator)]
     summaries = [s for s in state.events if isinstance(s, LLMSummary)]
