@@ -56,6 +56,12 @@ class Sandbox(str, Enum):
     none = "none"    # never: train.py runs with the user's full access (docs/safety.md)
 
 
+class EditFormat(str, Enum):
+    auto = "auto"                      # constants for a model marked small (llm.small_model), else search_replace
+    search_replace = "search_replace"  # SEARCH/REPLACE blocks (or a diff, or a whole file) against train.py
+    constants = "constants"            # NAME = value lines for train.py's constants only: a short prompt
+
+
 class OnMaxCost(str, Enum):
     offline = "offline"  # islands go on with the offline operators
     stop = "stop"        # the run stops starting experiments
@@ -250,13 +256,34 @@ class LLMConfig:
     num_retries: int = llm_defaults.DEFAULT_NUM_RETRIES            # 2
     # Times an unmatched SEARCH block is shown back to the model with the nearest lines.
     max_fix_rounds: int = llm_defaults.DEFAULT_MAX_FIX_ROUNDS      # 2
+    # What the model is asked for (operators/constant_edits.py for `constants`, docs/llm.md).
+    edit_format: EditFormat = EditFormat.auto
+    # The model is small (a few billion parameters or less): `auto` then picks the constants format.
+    small_model: bool = False
+    # The model's context size in tokens; null = ask the server (vLLM, llama.cpp) or litellm's model
+    # map once, 0 = unknown. When known, history is trimmed until the prompt leaves room for the
+    # reply, and max_tokens is lowered to what is left.
+    context_tokens: Optional[int] = None
     # Propose an island's next LLM candidate while its current experiment trains.
     prefetch: bool = True
+    # With prefetch, an island that frees up waits at most this long for its LLM proposal, then
+    # trains an offline candidate meanwhile (recorded with stand_in_for); the proposal stays in flight.
+    max_wait_s: float = 30.0
     # Stop using the LLM once the run's LLM spend reaches this many dollars (0 = no cap).
     max_cost_usd: float = 0.0
     on_max_cost: OnMaxCost = OnMaxCost.offline
-    # Per-island temperament, e.g. '+llm.islands={1: {temperature: 1.1}, 2: {model: openai/gpt-4o-mini}}'.
+    # Per-island temperament, e.g. '+llm.islands={1: {temperature: 1.1}, 2: {model: openai/gpt-4o-mini}}';
+    # each island may set model, temperature, api_base, max_tokens and focus (free text).
     islands: dict[int, Any] = field(default_factory=dict)
+    # Research focus per island, appended to the brief of its LLM prompts: island k takes
+    # focuses[k % len(focuses)]; `llm.islands.<k>.focus` overrides one island. The focus/ group
+    # sets it (focus=areas: architecture, optimizer, schedule, efficiency, data pipeline).
+    focuses: list[str] = field(default_factory=list)
+    # Write <run.dir>/lessons.md from the journal every this many experiments (0 = never); every
+    # LLM prompt includes it (evolve/lessons.py).
+    lessons_every: int = 10
+    # Also ask the LLM for a short summary of lessons.md each time it is written (costs one call).
+    lessons: bool = False
 
 
 @dataclass
@@ -326,6 +353,10 @@ class Config:
     operators: OperatorsConfig = field(default_factory=OperatorsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+
+
+# What llm.islands.<k> may set.
+ISLAND_KNOBS = ("model", "temperature", "api_base", "max_tokens", "focus")
 
 
 class ConfigError(ValueError):
@@ -421,6 +452,11 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.llm.temperature >= 0, "llm.temperature", cfg.llm.temperature, "a number >= 0")
     _require(cfg.llm.timeout_s > 0, "llm.timeout_s", cfg.llm.timeout_s, "seconds > 0")
     _require(cfg.llm.num_retries >= 0, "llm.num_retries", cfg.llm.num_retries, "an integer >= 0")
+    _require(cfg.llm.context_tokens is None or cfg.llm.context_tokens >= 0, "llm.context_tokens",
+             cfg.llm.context_tokens, "null (ask the server), 0 (unknown) or a number of tokens")
+    _require(cfg.llm.max_wait_s >= 0, "llm.max_wait_s", cfg.llm.max_wait_s, "seconds >= 0")
+    _require(cfg.llm.lessons_every >= 0, "llm.lessons_every", cfg.llm.lessons_every,
+             "an integer >= 0 (0 = no lessons.md)")
     _require(cfg.llm.max_cost_usd >= 0, "llm.max_cost_usd", cfg.llm.max_cost_usd, "dollars >= 0 (0 = no cap)")
     _require(cfg.llm.provider != Provider.local or bool(cfg.llm.api_base), "llm.api_base", cfg.llm.api_base,
              "the URL of an OpenAI-compatible server when llm=local, e.g. http://127.0.0.1:8000/v1")
@@ -428,8 +464,11 @@ def validate(cfg: Any, islands: int) -> None:
         _require(0 <= key < islands, f"llm.islands.{key}", dict(override),
                  f"an island index in 0..{islands - 1}")
         for knob in override:
-            _require(knob in ("model", "temperature", "api_base", "max_tokens"), f"llm.islands.{key}.{knob}",
-                     override[knob], "one of model, temperature, api_base, max_tokens")
+            _require(knob in ISLAND_KNOBS, f"llm.islands.{key}.{knob}", override[knob], f"one of {', '.join(ISLAND_KNOBS)}")
+        _require(isinstance(override.get("focus", ""), str), f"llm.islands.{key}.focus", override.get("focus"),
+                 "free text, e.g. 'the optimizer'")
+    _require(all(isinstance(f, str) and f.strip() for f in cfg.llm.focuses), "llm.focuses", list(cfg.llm.focuses),
+             "a list of non-empty texts, e.g. ['the optimizer', 'the schedule']")
     _require(cfg.report.every >= 0, "report.every", cfg.report.every,
              "an integer >= 0 (0 = no live report)")
     _require(cfg.ray.gpus_per_island > 0, "ray.gpus_per_island", cfg.ray.gpus_per_island, "a number > 0")

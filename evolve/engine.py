@@ -16,13 +16,14 @@ from .disk import DiskFull
 from .epochs import Epochs
 from .fleet import Arrival, Fleet
 from .live_report import LiveReport
+from .lessons import Lessons
 from .llm_choice import LLMChoice, describe
 from .opener import OpenedRun, open_run, prepare_task_data
 from .journal import events_row
 from .promotion import PromotionTrial, promotion_record
 from .proposer import Proposer
 from .recorder import Recorder
-from .records import NoiseFloor
+from .records import LLMSummary, NoiseFloor
 from .scheduler import Scheduler
 from .state import RunState
 from .stop import Stop, StopReason
@@ -43,6 +44,7 @@ class Engine:
         self.temperatures = ladder(islands, cfg.selection.t_max)   # sigma units; island 0 greedy
         self.stop = Stop()
         self.live_report = LiveReport(run_dir, cfg.report.every)   # report/index.html, rebuilt in the background
+        self.lessons: Lessons | None = None   # lessons.md, written every llm.lessons_every experiments
 
     def run(self) -> RunState:
         """Runs until a limit or a stop; self.stop.exit_code then says how it ended."""
@@ -62,9 +64,11 @@ class Engine:
                 f"island {k} T={t:.3g}" for k, t in enumerate(self.temperatures))
                 + (f"; replica exchange every {cfg.exchange.interval} experiments" if cfg.exchange.interval else ""))
         proposer = Proposer(opened.workspace.lab, cfg, self.llm, self.rng, self.run_dir, opened.brief,
-                            self.temperatures)
+                            self.temperatures, base_commit=opened.workspace.manifest.base_commit)
         scheduler = Scheduler(cfg, state, proposer, opened.workspace.manifest.base_commit, opened.base_sha256,
                               self.stop, recorder.append, opened.curves)
+        self.lessons = Lessons(self.run_dir, cfg.llm.lessons_every,
+                               summarise=proposer.summariser() if cfg.llm.lessons else None)
         epochs = Epochs(cfg, self.rng, scheduler.baseline_total)
         for event in (epochs.noise_floor(state), epochs.noise_update(state)):   # due when a kill came first
             self._record_event(event, recorder)
@@ -103,6 +107,10 @@ class Engine:
                               disk.message(self.run_dir, cfg.run.min_free_mb, f"{type(e).__name__}: {e}"))
             say(self.stop.detail, fresh_line=True)
         finally:
+            try:
+                scheduler.cancel_proposals("the run ended")
+            except OSError as e:   # a full disk: the stop is already on its way
+                say(f"LLM proposals in flight not recorded: {e}")
             fleet.shutdown(recorder.heads())
         view.print_summary(opened.workspace.lab, interrupted=self.stop.reason in (
             StopReason.INTERRUPTED, StopReason.TERMINATED, StopReason.DISK_FULL))
@@ -159,6 +167,9 @@ class Engine:
         exp = recorder.record(trial, verdict)
         for event in epochs.after(recorder.state, trial.island, frozenset(scheduler.retired)):
             self._record_event(event, recorder)
+        summary = self.lessons.after(recorder.state)
+        if summary is not None:
+            recorder.append(LLMSummary(after_seq=exp.seq, cost=summary.cost, reason=summary.reason))
         recorder.sync_branches()
         view.finished(trial.island, exp)
         self.live_report.after_record(len(recorder.state.experiments))

@@ -10,8 +10,8 @@ import os
 import time
 from pathlib import Path
 
-from .records import (CRASH, DISCARD, EARLY_STOPPED, EXPLORE, Bet, Exchange, Experiment, Migration, NoiseFloor,
-                      NoiseUpdate, OperatorFailure, Promotion, Record, Reset, RunStart, from_json, to_json)
+from .records import (CRASH, DISCARD, EARLY_STOPPED, EXPLORE, Bet, Exchange, Experiment, LLMSummary, Migration,
+                      NoiseFloor, NoiseUpdate, OperatorFailure, Promotion, Record, Reset, RunStart, from_json, to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
@@ -95,7 +95,12 @@ def events_row(record: Record) -> str:
                   f"{'swapped' if record.accepted else 'kept'} (p={record.probability:.3f})")
         after = record.after_seq
     elif isinstance(record, OperatorFailure):
-        detail = f"island {record.island} {record.operator}: {_clean(record.reason)} (${record.cost.get('usd', 0.0):.4f})"
+        reason = record.reason.removeprefix(f"{record.operator}: ")   # the operator's message names it already
+        detail = f"island {record.island} {record.operator}: {_clean(reason)} (${record.cost.get('usd', 0.0):.4f})"
+        after = record.after_seq
+    elif isinstance(record, LLMSummary):
+        detail = (f"lessons.md summary {'failed: ' + _clean(record.reason) if record.reason else 'written'} "
+                  f"(${record.cost.get('usd', 0.0):.4f})")
         after = record.after_seq
     elif isinstance(record, Promotion):
         fmt = lambda v: "failed" if v is None else f"{v:.6f}"  # noqa: E731

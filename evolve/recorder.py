@@ -104,7 +104,8 @@ class Recorder:
             parent_reruns=tuple((r.job.seed, r.result.val_bpb, r.result.status.value, self._relative_log(r.result))
                                 for r in trial.parent_runs),
             parent=proposal.parent if proposal else "", outlier=verdict.outlier, parent_n=verdict.parent_n,
-            stopped_at=result.stopped_at)
+            stopped_at=result.stopped_at, focus=proposal.focus if proposal else "",
+            transcript=proposal.transcript if proposal else "", stand_in_for=proposal.stand_in_for if proposal else "")
         for r in runs:
             self.curves.add(commit, r.job.seed, r.result.curve, seq, r.result.stopped_at)
         for r in trial.parent_runs:

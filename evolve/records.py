@@ -56,6 +56,9 @@ class Experiment:
     # Outcome early-stopped: the fraction of the budget its run reached when the early-stop rule
     # cut it (its curve is in curves.jsonl).
     stopped_at: float | None = None
+    focus: str = ""               # the island's research focus its LLM prompt carried (llm.islands.<k>.focus)
+    transcript: str = ""          # LLM operators: the proposal's requests and replies (llm/..., run-dir relative)
+    stand_in_for: str = ""        # an offline candidate trained while this LLM operator's proposal was not ready
     kind: str = "experiment"
 
     @property
@@ -160,6 +163,7 @@ class OperatorFailure:
     reason: str
     after_seq: int
     cost: dict[str, float] = field(default_factory=dict)
+    transcript: str = ""          # the proposal's requests and replies (llm/..., run-dir relative)
     kind: str = "operator_failure"
 
 
@@ -187,6 +191,16 @@ class Promotion:
 
 
 @dataclass(frozen=True)
+class LLMSummary:
+    """The LLM's summary of lessons.md (llm.lessons=true): what it cost, and why it failed if it did."""
+
+    after_seq: int
+    cost: dict[str, float] = field(default_factory=dict)
+    reason: str = ""              # empty when the summary was written into lessons.md
+    kind: str = "llm_summary"
+
+
+@dataclass(frozen=True)
 class RunStart:
     """A start (or resume) of the run: how long the run has been running sums over starts."""
 
@@ -196,10 +210,10 @@ class RunStart:
 
 
 Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, Exchange, Bet, OperatorFailure, Promotion,
-               RunStart]
+               LLMSummary, RunStart]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "noise": NoiseUpdate, "migration": Migration,
           "reset": Reset, "exchange": Exchange, "bet": Bet, "operator_failure": OperatorFailure,
-          "promotion": Promotion, "start": RunStart}
+          "promotion": Promotion, "llm_summary": LLMSummary, "start": RunStart}
 _TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns", "temperatures"}
 
 

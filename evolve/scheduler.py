@@ -6,11 +6,11 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import wait as wait_futures
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Callable
 
 from island.actor import Job
-from operators.candidate import NoCandidate
+from operators.candidate import NoCandidate, Peer
 
 from .budget import max_uncounted_s
 from .curves import CurveBook
@@ -22,6 +22,7 @@ from .epochs import baseline_cap
 from .selection import BaselineRun, baseline_plan
 from .state import RunState
 from .stop import Stop, StopReason
+from .transcripts import Transcripts
 from .trial import RERUN_SEED_STRIDE, Trial
 from .view import say
 
@@ -68,6 +69,10 @@ class Scheduler:
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
         self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
         self.retired: set[int] = set()     # islands gone for good (lost node, full node disk, nothing to propose)
+        self.running: dict[int, Trial] = {}   # island -> the trial it trains now (shown to the LLM)
+        self.max_wait_s = cfg.llm.max_wait_s
+        self.idle_since: dict[int, float] = {}   # island -> when it started waiting for its LLM proposal
+        self.transcripts = Transcripts(proposer.run_dir)
         self._job_counter = 0
 
     # ---- limits ---------------------------------------------------------------------------------
@@ -88,6 +93,7 @@ class Scheduler:
     def next_trials(self, busy: set[int], in_flight: int) -> list[Trial]:
         """The trials to start now on idle islands, in island order, within run.max_experiments."""
         self._rerun_failed_baselines()
+        self.running = {k: trial for k, trial in self.running.items() if k in busy}
         in_flight -= self.promoting is not None   # promotions are counted apart from run.max_experiments
         trials: list[Trial] = []
         for k in range(self.n):
@@ -101,7 +107,10 @@ class Scheduler:
             if trial.is_promotion:
                 in_flight -= 1
             trials.append(trial)
-            if trial.proposal is not None and self.prefetch_enabled and self.can_start(in_flight + len(trials)):
+            self.running[k] = trial
+            self.idle_since.pop(k, None)
+            if (trial.proposal is not None and self.prefetch_enabled and k not in self.prefetch
+                    and self.can_start(in_flight + len(trials))):
                 self._plan_next(k)
         return trials
 
@@ -161,10 +170,14 @@ class Scheduler:
                 self._replan(k)
             if k in self.prefetch:
                 future, request = self.prefetch[k]
-                if not future.done():
+                if future.done():
+                    del self.prefetch[k]
+                    proposal = self._llm_outcome(k, future, request)
+                elif self._waited_enough(k):   # train an offline candidate meanwhile; the proposal stays
+                    proposal = replace(self.proposer.propose_offline(self.state, k, self.seen),
+                                       stand_in_for=request.operator_name)
+                else:
                     return None  # the island waits for its LLM proposal
-                del self.prefetch[k]
-                proposal = self._llm_outcome(k, future, request)
             else:
                 self.planned.discard(k)
                 proposal = self.proposer.propose_offline(self.state, k, self.seen)
@@ -195,10 +208,35 @@ class Scheduler:
             self.planned.add(k)
             return
         try:
-            request = self.proposer.prepare(self.state, k, name)
+            request = self.proposer.prepare(self.state, k, name, self.in_flight())
         except NoCandidate:
             return  # nothing to build on yet; the island proposes offline when it is idle
         self.prefetch[k] = (_in_background(request.run), request)
+
+    def _waited_enough(self, k: int) -> bool:
+        """With prefetch, an idle island waits at most llm.max_wait_s for its LLM proposal (without
+        prefetch, as in the ratchet, it always waits: the loop is strictly serial)."""
+        if not self.prefetch_enabled:
+            return False
+        since = self.idle_since.setdefault(k, time.monotonic())
+        return time.monotonic() - since >= self.max_wait_s
+
+    def cancel_proposals(self, why: str, grace_s: float = 1.0) -> None:
+        """The run ends: every LLM proposal still in flight is cancelled (it stops before its next
+        request) and recorded as an operator failure with what it cost so far."""
+        for _, request in self.prefetch.values():
+            if request.context.control is not None:
+                request.context.control.cancel(why)
+        if self.prefetch:
+            wait_futures([f for f, _ in self.prefetch.values()], timeout=grace_s)
+        for k in sorted(self.prefetch):
+            self._drop_prefetch(k, f"cancelled: {why}")
+
+    def in_flight(self) -> tuple[Peer, ...]:
+        """The candidates training now, in island order (baselines left out)."""
+        return tuple(Peer(island=k, description=t.proposal.candidate.description,
+                          operator=t.proposal.candidate.operator)
+                     for k, t in sorted(self.running.items()) if t.proposal is not None)
 
     def _prefetch_is_stale(self, k: int) -> bool:
         """Whether island k was reset since its LLM proposal was drawn."""
@@ -211,25 +249,41 @@ class Scheduler:
         self._plan_next(k)
 
     def _drop_prefetch(self, k: int, reason: str) -> None:
-        """Island k's LLM proposal will not be used: an operator failure, with what it cost."""
+        """Island k's LLM proposal will not be used: an operator failure, with what it cost (so far,
+        when it is still running: its finished calls and its time)."""
         future, request = self.prefetch.pop(k)
-        cost = asdict(future.result().candidate.cost) if future.done() and future.exception() is None else {}
+        control = request.context.control
+        cost, transcript = {}, {}
+        if future.done():
+            error = future.exception()
+            if error is None:
+                cost, transcript = asdict(future.result().candidate.cost), future.result().candidate.transcript
+            else:
+                cost = asdict(error.cost) if getattr(error, "cost", None) else {}
+                transcript = getattr(error, "transcript", None) or {}
+        elif control is not None:
+            cost = asdict(control.cost_so_far())
+            reason += " (still waiting for the model: its request was abandoned)"
+        path = self.transcripts.keep(k, request.operator_name, transcript, reason)
         self.record(OperatorFailure(island=k, operator=request.operator_name, reason=reason,
-                                    after_seq=self.state.next_seq - 1, cost=cost))
+                                    after_seq=self.state.next_seq - 1, cost=cost, transcript=path))
 
     def _llm_outcome(self, k: int, future: Future, request: Request) -> Proposal:
         """The LLM's candidate, or an offline one when the LLM produced nothing (recorded)."""
+        path = ""
         try:
             proposal = future.result()
+            path = self.transcripts.keep(k, request.operator_name, proposal.candidate.transcript, "candidate")
             if proposal.source_sha256 not in self.seen:
-                return proposal
+                return replace(proposal, transcript=path)
             reason, cost = "duplicate of an already measured train.py", asdict(proposal.candidate.cost)
         except NoCandidate as e:
             reason, cost = str(e), asdict(e.cost) if getattr(e, "cost", None) else {}
+            path = self.transcripts.keep(k, request.operator_name, getattr(e, "transcript", None) or {}, reason)
         except Exception as e:  # noqa: BLE001 - the run never dies from an operator
             reason, cost = f"{type(e).__name__}: {e}", {}
         self.record(OperatorFailure(island=k, operator=request.operator_name, reason=reason[:500],
-                                    after_seq=self.state.next_seq - 1, cost=cost))
+                                    after_seq=self.state.next_seq - 1, cost=cost, transcript=path))
         self._check_llm_budget()
         return self.proposer.propose_offline(self.state, k, self.seen)
 

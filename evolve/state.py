@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from .bets import OpenBet, spend
 from .population import Member, Population, hall_of_fame
-from .records import (CRASH, DISCARD, EXPLORE, KEEP, Bet, Exchange, Experiment, Migration, NoiseFloor, NoiseUpdate,
-                      OperatorFailure, Promotion, Record, Reset, RunStart)
+from .records import (CRASH, DISCARD, EXPLORE, KEEP, Bet, Exchange, Experiment, LLMSummary, Migration, NoiseFloor,
+                      NoiseUpdate, OperatorFailure, Promotion, Record, Reset, RunStart)
 
 
 @dataclass
@@ -59,6 +59,7 @@ class RunState:
     measurements: dict[str, list[float]] = field(default_factory=dict)
     starts: list[RunStart] = field(default_factory=list)
     promotions: list[Promotion] = field(default_factory=list)
+    summary_usd: float = 0.0       # LLM summaries of lessons.md (no island's)
 
     def __post_init__(self) -> None:
         if not self.islands:
@@ -109,6 +110,9 @@ class RunState:
             self.events.append(record)
         elif isinstance(record, Promotion):
             self.promotions.append(record)
+            self.events.append(record)
+        elif isinstance(record, LLMSummary):
+            self.summary_usd += record.cost.get("usd", 0.0)
             self.events.append(record)
         elif isinstance(record, RunStart):
             self.starts.append(record)
@@ -226,7 +230,7 @@ class RunState:
         return total
 
     def llm_usd(self) -> float:
-        return sum(isl.llm_usd for isl in self.islands)
+        return sum(isl.llm_usd for isl in self.islands) + self.summary_usd
 
     def keeps_total(self) -> int:
         return sum(isl.keeps for isl in self.islands)

@@ -1,6 +1,8 @@
 """What an operator hands to an island: a new train.py and where it came from."""
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
 
@@ -12,7 +14,8 @@ class Parent:
     source: str          # the train.py text at that commit
     val_bpb: float
     island: int
-    description: str = ""
+    description: str = ""        # the change that made this train.py (its experiment's description)
+    metrics: dict = field(default_factory=dict)   # its run's summary lines (num_steps, peak_vram_mb, ...)
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,32 @@ class Candidate:
     parents: tuple[str, ...]     # parent commit hash(es); crossover has two
     operator: str                # name of the operator that produced it
     cost: Cost = field(default_factory=Cost)
+    transcript: dict = field(default_factory=dict)   # LLM operators: every message and request, redacted
 
 
 class NoCandidate(Exception):
-    """The operator could not produce a candidate from these parents; the message says why."""
+    """The operator could not produce a candidate from these parents; the message says why. LLM
+    operators attach `cost` and `transcript` once the model was called."""
+
+
+class ProposalControl:
+    """Shared between the engine and one LLM proposal running on a worker thread: the engine may
+    cancel it (checked before each request), and the proposal publishes what it has cost so far."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self.why = ""
+        self.cost = Cost()
+        self.started = time.monotonic()
+
+    def cost_so_far(self) -> Cost:
+        """What the proposal has cost until now: the calls it finished, and the time since it began."""
+        return Cost(self.cost.prompt_tokens, self.cost.completion_tokens, self.cost.usd,
+                    time.monotonic() - self.started)
+
+    def cancel(self, why: str) -> None:
+        self.why = why
+        self.cancelled.set()
 
 
 @dataclass(frozen=True)
@@ -51,6 +76,29 @@ class Attempt:
     delta: float | None          # val_bpb - parent's val_bpb
     reason: str = ""             # why it failed, one line
     log_tail: str = ""           # end of the fitness log, for failures
+    tried_on: str = ""           # commit it was tried on when that is an ancestor, not the parent itself
+    island: int | None = None    # the island that ran it
+
+
+@dataclass(frozen=True)
+class LineageStep:
+    """One kept change on the way from the base train.py to a parent, oldest first."""
+
+    commit: str
+    description: str
+    delta: float | None          # val_bpb change against the train.py it was made from
+    island: int
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another train.py the model should know of: one of the island's best, or one training now."""
+
+    island: int
+    description: str
+    commit: str = ""
+    val_bpb: float | None = None
+    operator: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,7 +107,7 @@ class ProposalContext:
 
     island: int
     program: str = ""                        # the research brief (program.md)
-    history: tuple[Attempt, ...] = ()        # the island's recent experiments, oldest first
+    history: tuple[Attempt, ...] = ()        # experiments on the parent's lineage (it and its ancestors), oldest first
     sigma: float = 0.0                       # noise floor of val_bpb
     noise_k: float = 0.0                     # a keep needs a gain > noise_k * sigma
     budget_s: float = 0.0
@@ -67,3 +115,10 @@ class ProposalContext:
     temperature: float = 0.0                 # the island's, in sigma units: > 0 = it explores (evolve/tempering.py)
     bet_max_credit: int = 0                  # > 0: a hot island's LLM may open a bet of up to this many experiments
     bets: tuple[str, ...] = ()               # the island's bets so far, in words (evolve/bets.py story)
+    base_source: str | None = None           # the run's unmodified train.py (the parent's diff is against it)
+    lineage: tuple[LineageStep, ...] = ()    # kept changes from the base to the (first) parent, oldest first
+    best: tuple[Peer, ...] = ()              # the island's best members other than the parent
+    in_flight: tuple[Peer, ...] = ()         # candidates training now, on this island and others
+    lessons: str = ""                        # lessons.md: what the run has learned so far
+    focus: str = ""                          # the island's research focus (llm.islands.<k>.focus)
+    control: ProposalControl | None = field(default=None, compare=False)   # cancel it, read its cost so far

@@ -30,14 +30,18 @@ failure ("llm error: <Type>: <message>", keys redacted). Nothing else is raised 
 problems; a wrong number of parents is a programming error (ValueError), as for the offline
 operators.
 
-Retries and time: `timeout_s` bounds each HTTP request; `num_retries` goes to
-litellm.completion(num_retries=...). For OpenAI-compatible endpoints ("openai/...", vLLM, ollama,
-llama.cpp) litellm hands it to the OpenAI SDK, which retries 408/409/429/5xx, timeouts and dropped
-connections with exponential backoff (0.5 s doubling, at most 8 s, honouring Retry-After); when
-those run out and the `tenacity` package is installed, litellm's wrapper retries up to
-`num_retries` more times without waiting (this is the only retry for providers litellm calls
-through its own HTTP client, such as anthropic/...). At most 2 * num_retries + 1 requests per
-model call, each bounded by timeout_s.
+Retries and time: `timeout_s` bounds each HTTP request. Retries are ours (litellm's wrapper
+retried every error, a context-length 400 included, so it and the OpenAI SDK's are off): a
+timeout, a dropped connection, 408/409/429 or a 5xx is sent again up to `num_retries` times after
+0.5 s doubling (at most 8 s); anything else fails at once. At most num_retries + 1 requests per
+model call. `context_tokens` (None: asked once from the server or litellm's model map) lets the
+first prompt's history be trimmed until the reply has room, and lowers each request's max_tokens
+to what the context has left.
+
+Transcripts and cancellation: Candidate.transcript (and NoCandidate.transcript) holds every message
+and each request's outcome, redacted; the engine keeps it under the run dir. A ProposalControl in
+the context lets the engine cancel a proposal (it stops before its next request) and read its
+cost so far.
 
 Cost: Candidate.cost sums the usage tokens of every round, the dollars litellm.completion_cost
 prices them at (0.0 for models it does not know, e.g. a local server) and the proposal's wall
@@ -52,17 +56,24 @@ LITELLM_LOCAL_MODEL_COST_MAP=True unless set otherwise, so nothing is fetched at
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 import re
 import threading
 import time
-from typing import Any
+import urllib.request
+from typing import Any, Callable
 
 from operators import keys, prompts
 from operators.candidate import Candidate, Cost, NoCandidate, Parent, ProposalContext
+from operators.constant_edits import apply_constants, constants_table, find_constants, parse_constant_lines
+from operators.perturb import DEFAULT_EXCLUDE
+from operators.tokens import count_messages
 from operators.edits import (FORMAT_SEARCH_PLACEHOLDER, ApplyResult, apply_edits, edits_to_other_files, is_target,
-                             nearest_lines, parse_description, parse_reply, same_program, syntax_error)
+                             nearest_lines, parse_description, parse_reply, same_program, strip_thinking,
+                             syntax_error)
 
 # Defaults of the knobs below; evolve/config.py's llm.* and evolve/llm_choice.py read these.
 DEFAULT_MODEL = "anthropic/claude-sonnet-4-5"
@@ -74,6 +85,12 @@ DEFAULT_MAX_FIX_ROUNDS = 2
 SYNTAX_FIX_ROUNDS = 1
 CONTINUATION_ROUNDS = 2   # times a reply cut off at max_tokens is asked to continue
 MAX_REASON_CHARS = 300
+MIN_REPLY_TOKENS = 512    # a first request must leave at least this much of the context for the reply
+CONTEXT_MARGIN = 0.15     # our token counts are o200k's; a model's tokenizer may count this much more
+RETRY_STATUSES = (408, 409, 429)   # and every 5xx
+# What the model edits: SEARCH/REPLACE blocks (or a diff, or a whole file) against train.py, or,
+# for small models, `NAME = value` lines for train.py's constants (operators/constant_edits.py).
+EDIT_FORMATS = ("search_replace", "constants")
 
 _litellm = None
 _litellm_lock = threading.Lock()
@@ -88,6 +105,9 @@ def load_litellm():
             import litellm
 
             litellm.suppress_debug_info = True
+            # litellm logs every call at INFO, through its own handler and again through the root
+            # logger (Hydra configures one): keep only its warnings
+            logging.getLogger("LiteLLM").setLevel(logging.WARNING)
             _litellm = litellm
     return _litellm
 
@@ -140,13 +160,84 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
+def status_of(error: BaseException) -> int | None:
+    for holder in (error, getattr(error, "response", None)):
+        code = getattr(holder, "status_code", None)
+        if isinstance(code, int):
+            return code
+    return None
+
+
+def is_context_error(error: BaseException) -> bool:
+    """A request longer than the model's context (litellm's ContextWindowExceededError, or a 400
+    saying so in the words of OpenAI, vLLM or llama.cpp)."""
+    if type(error).__name__ == "ContextWindowExceededError":
+        return True
+    text = str(error).lower()
+    return any(words in text for words in ("maximum context length", "context length", "context window",
+                                           "exceeds the available context", "context size"))
+
+
+def retryable(error: BaseException) -> bool:
+    """Whether a failed request is worth sending again: timeouts, dropped connections, 408, 409,
+    429 and 5xx; never a context-length error or another 4xx."""
+    if is_context_error(error):
+        return False
+    if type(error).__name__ in ("Timeout", "APIConnectionError", "APITimeoutError", "ServiceUnavailableError",
+                                "InternalServerError", "RateLimitError", "BadGatewayError"):
+        return True
+    code = status_of(error)
+    return code is not None and (code in RETRY_STATUSES or code >= 500)
+
+
+def ask_context_window(model: str, api_base: str | None, timeout_s: float, api_key: str | None = None) -> int | None:
+    """The model's context size in tokens as its server or litellm's model map says, else None.
+    Servers: vLLM's GET /v1/models (max_model_len), llama.cpp's GET /props
+    (default_generation_settings.n_ctx) and its /v1/models (meta.n_ctx_train); ollama and
+    llama-cpp-python say nothing (set llm.context_tokens)."""
+    if api_base:
+        base = api_base.rstrip("/")
+        root = base[:-3] if base.endswith("/v1") else base
+        for url, read in ((base + "/models", _models_context), (root + "/props", _props_context)):
+            try:
+                request = urllib.request.Request(url, headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+                with urllib.request.urlopen(request, timeout=min(timeout_s, 10.0)) as response:
+                    found = read(json.loads(response.read() or b"{}"))
+            except Exception:  # noqa: BLE001 - a server that does not say leaves the size unknown
+                found = None
+            if found:
+                return found
+        return None
+    try:
+        info = load_litellm().get_model_info(model)
+        size = info.get("max_input_tokens") or info.get("max_tokens")
+        return int(size) if size else None
+    except Exception:  # noqa: BLE001 - a model litellm does not know
+        return None
+
+
+def _models_context(data: dict) -> int | None:
+    for model in data.get("data") or []:
+        for value in (model.get("max_model_len"), (model.get("meta") or {}).get("n_ctx"),
+                      (model.get("meta") or {}).get("n_ctx_train")):
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
+
+
+def _props_context(data: dict) -> int | None:
+    value = (data.get("default_generation_settings") or {}).get("n_ctx")
+    return value if isinstance(value, int) and value > 0 else None
+
+
 # ---------------------------------------------------------------------------------------------
 # One proposal's conversation
 
 class _Conversation:
-    """The messages of one proposal, and what its model calls cost so far."""
+    """The messages of one proposal, what its model calls cost so far, and a record of each call
+    (the transcript the engine keeps under the run dir)."""
 
-    def __init__(self, operator: "_LLMOperator", messages: list[dict]):
+    def __init__(self, operator: "_LLMOperator", messages: list[dict], control: Any = None):
         self.operator = operator
         self.messages = list(messages)
         self.prompt_tokens = 0
@@ -154,19 +245,39 @@ class _Conversation:
         self.usd = 0.0
         self.calls = 0
         self.started = time.monotonic()
+        self.records: list[dict] = []      # per request: max_tokens, finish reason, usage, seconds, error
+        self.control = control             # operators.candidate.ProposalControl or None
 
     def cost(self) -> Cost:
         return Cost(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
                     usd=self.usd, seconds=time.monotonic() - self.started)
 
+    def transcript(self) -> dict:
+        """Every message sent and received and every request's outcome, redacted."""
+        return {"model": self.operator.model, "api_base": self.operator.api_base or "",
+                "messages": [{"role": m["role"], "content": redact(str(m.get("content") or ""))}
+                             for m in self.messages],
+                "requests": list(self.records)}
+
     def fail(self, reason: str) -> NoCandidate:
         error = NoCandidate(f"{self.operator.name}: {reason}")
         error.cost = self.cost()
+        error.transcript = self.transcript()
         return error
+
+    def _publish(self) -> None:
+        if self.control is not None:
+            self.control.cost = self.cost()
+
+    def _cancelled(self) -> None:
+        if self.control is not None and self.control.cancelled.is_set():
+            raise self.fail(f"cancelled: {self.control.why or 'the run no longer needs it'}")
 
     def ask(self, follow_up: str | None = None) -> tuple[str, str]:
         """Send the conversation (plus `follow_up` as a user message); returns (reply text,
-        finish reason) and keeps the reply in the conversation."""
+        finish reason) and keeps the reply in the conversation. Transient failures (408, 409, 429,
+        5xx, timeouts, dropped connections) are retried num_retries times with backoff; anything
+        else, a context-length error above all, fails at once."""
         if follow_up is not None:
             self.messages.append({"role": "user", "content": follow_up})
         op = self.operator
@@ -176,11 +287,29 @@ class _Conversation:
             raise self.fail(f"llm error: cannot import litellm: {describe_error(error)}") from None
         if self.calls == 0:
             self.started = time.monotonic()  # litellm's one-off import is not this proposal's time
-        self.calls += 1
-        try:
-            response = litellm.completion(**op.completion_kwargs(self.messages))
-        except Exception as error:  # every litellm / provider / transport error
-            raise self.fail(f"llm error: {describe_error(error)}") from None
+        max_tokens = op.reply_budget(self.messages)
+        if max_tokens < 1:
+            raise self.fail(f"the conversation ({count_messages(self.messages)} tokens) no longer fits the model's "
+                            f"context of {op.context_window()} tokens (llm.context_tokens)")
+        for attempt in range(op.num_retries + 1):
+            self._cancelled()
+            self.calls += 1
+            began = time.monotonic()
+            try:
+                response = litellm.completion(**op.completion_kwargs(self.messages, max_tokens))
+                break
+            except Exception as error:  # every litellm / provider / transport error
+                why = describe_error(error)
+                self.records.append({"max_tokens": max_tokens, "seconds": round(time.monotonic() - began, 3),
+                                     "error": why})
+                if attempt >= op.num_retries or not retryable(error):
+                    if is_context_error(error):
+                        why += (f" (not retried; the prompt was about {count_messages(self.messages)} tokens and "
+                                f"max_tokens {max_tokens}: set llm.context_tokens to the server's context size, or "
+                                f"lower llm.max_tokens)")
+                    raise self.fail(f"llm error: {why}") from None
+                self._publish()
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
         self._account(litellm, response)
         try:
             choice = response.choices[0]
@@ -190,7 +319,12 @@ class _Conversation:
             raise self.fail("llm error: reply has no message") from None
         if not isinstance(text, str):  # some providers return content parts
             text = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in text)
+        usage = getattr(response, "usage", None)
+        self.records.append({"max_tokens": max_tokens, "seconds": round(time.monotonic() - began, 3),
+                             "finish_reason": finish, "prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                             "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)})
         self.messages.append({"role": "assistant", "content": text})
+        self._publish()
         return text, finish
 
     def _account(self, litellm, response: Any) -> None:
@@ -204,6 +338,10 @@ class _Conversation:
         except Exception:  # unknown model (a local server): no price
             usd = 0.0
         self.usd += usd if usd == usd and usd >= 0 else 0.0
+
+
+def control_of(context: ProposalContext | None):
+    return context.control if context is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,6 +365,9 @@ class _LLMOperator:
         api_key_env: str | None = None,
         max_history: int = prompts.MAX_HISTORY,
         log_tail_lines: int = prompts.LOG_TAIL_LINES,
+        context_tokens: int | None = None,
+        edit_format: str = "search_replace",
+        exclude: tuple[str, ...] | list[str] = DEFAULT_EXCLUDE,
     ):
         if not model or not isinstance(model, str):
             raise ValueError(f"{self.name}: model must be a litellm model string, got {model!r}")
@@ -244,6 +385,15 @@ class _LLMOperator:
         self.api_key_env = api_key_env or None
         self.max_history = max(0, int(max_history))
         self.log_tail_lines = max(0, int(log_tail_lines))
+        if context_tokens is not None and int(context_tokens) < 0:
+            raise ValueError(f"{self.name}: context_tokens must be >= 0 (0 = unknown), got {context_tokens!r}")
+        # None: ask the server (or litellm's model map) once; 0: unknown, nothing is trimmed
+        self.context_tokens = None if context_tokens is None else int(context_tokens)
+        self._window_lock = threading.Lock()
+        if edit_format not in EDIT_FORMATS:
+            raise ValueError(f"{self.name}: edit_format must be one of {', '.join(EDIT_FORMATS)}, got {edit_format!r}")
+        self.edit_format = edit_format
+        self.exclude = tuple(exclude)   # constants the constants format never shows or changes
 
     def __repr__(self) -> str:
         base = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -251,11 +401,51 @@ class _LLMOperator:
                 f"max_tokens={self.max_tokens}, timeout_s={self.timeout_s}, num_retries={self.num_retries}, "
                 f"max_fix_rounds={self.max_fix_rounds})")
 
-    def completion_kwargs(self, messages: list[dict]) -> dict:
-        """The arguments of litellm.completion for these messages, the provider's key included."""
+    def context_window(self) -> int | None:
+        """The model's context size in tokens: llm.context_tokens, else asked once, else None."""
+        with self._window_lock:
+            if self.context_tokens is None:
+                self.context_tokens = ask_context_window(self.model, self.api_base, self.timeout_s,
+                                                         keys.api_key_for(self.model, self.api_key_env)) or 0
+            return self.context_tokens or None
+
+    def reply_budget(self, messages: list[dict]) -> int:
+        """max_tokens for a request with these messages: llm.max_tokens, less when the context
+        would not hold it (the prompt counted with a margin); < 1 when nothing is left."""
+        window = self.context_window()
+        if window is None:
+            return self.max_tokens
+        used = int(count_messages(messages) * (1 + CONTEXT_MARGIN)) + 16
+        return min(self.max_tokens, window - used)
+
+    def fit(self, build: Callable[[int, int], list[dict]]) -> list[dict]:
+        """The first request's messages from build(history items, log lines), with history (then the
+        failures' log tails) trimmed until the context leaves MIN_REPLY_TOKENS (or max_tokens, if
+        smaller) for the reply; NoCandidate when even the shortest prompt does not fit."""
+        shown, logs = self.max_history, self.log_tail_lines
+        messages = build(shown, logs)
+        need = min(MIN_REPLY_TOKENS, self.max_tokens)
+        while self.context_window() is not None and self.reply_budget(messages) < need:
+            if shown > 0:
+                shown //= 2
+            elif logs > 0:
+                logs = 0
+            else:
+                error = NoCandidate(
+                    f"{self.name}: the prompt ({count_messages(messages)} tokens with no history) leaves less than "
+                    f"{need} tokens for the reply in the model's context of {self.context_window()} tokens: serve "
+                    f"the model with a larger context, or use llm.edit_format=constants (a short prompt)")
+                error.cost = Cost()
+                raise error
+            messages = build(shown, logs)
+        return messages
+
+    def completion_kwargs(self, messages: list[dict], max_tokens: int | None = None) -> dict:
+        """The arguments of litellm.completion for these messages, the provider's key included.
+        Retries are ours (_Conversation.ask): litellm's and the SDK's are off."""
         kwargs = dict(model=self.model, messages=messages, temperature=self.temperature,
-                      max_tokens=self.max_tokens, timeout=self.timeout_s, num_retries=self.num_retries,
-                      drop_params=True)
+                      max_tokens=max_tokens or self.max_tokens, timeout=self.timeout_s, num_retries=0,
+                      max_retries=0, drop_params=True)
         if self.api_base:
             kwargs["api_base"] = self.api_base
         key = keys.api_key_for(self.model, self.api_key_env)
@@ -336,6 +526,55 @@ class _LLMOperator:
             raise conversation.fail("no change" + ("" if source == base else " (only comments or formatting differ)"))
         return source, description
 
+    def _edit_constants(self, conversation: _Conversation, base: str) -> tuple[str, str]:
+        """The constants format: NAME = value lines applied with the AST rewriter; lines that name
+        no constant or give a value of the wrong type go back to the model (max_fix_rounds)."""
+        table = constants_table(base, self.exclude)
+        reply = self._ask_whole(conversation)
+        rounds = 0
+        while True:
+            text = strip_thinking(reply)
+            parsed = parse_constant_lines(text, base, self.exclude)
+            if parsed.values:
+                break
+            if parsed.unknown and set(parsed.unknown) == {prompts.CONSTANTS_EXAMPLE_NAME}:
+                raise conversation.fail(f"the reply repeats the prompt's format example "
+                                        f"({prompts.CONSTANTS_EXAMPLE_NAME} = ...) instead of a constant of train.py")
+            problems = parsed.unknown or parsed.invalid or parsed.refused
+            if not problems:
+                raise conversation.fail("no change (the values given are the current ones: "
+                                        f"{', '.join(parsed.unchanged)})" if parsed.unchanged else
+                                        "no edit in reply: no NAME = value line")
+            if rounds >= self.max_fix_rounds:
+                what = "; ".join([*(f"not a constant: {n}" for n in parsed.unknown), *parsed.invalid,
+                                  *(f"excluded: {n}" for n in parsed.refused)])
+                raise conversation.fail(f"no usable NAME = value line after {rounds} fix round(s) ({what[:200]})")
+            rounds += 1
+            reply = self._ask_whole(conversation, prompts.constants_feedback(
+                parsed.unknown, parsed.invalid, parsed.refused, table))
+        source = apply_constants(base, parsed.values)
+        if same_program(source, base):
+            raise conversation.fail("no change")
+        old = find_constants(base)
+        description = ", ".join(f"{name} {old[name].text} -> {find_constants(source)[name].text}"
+                                for name in parsed.values)
+        return source, description
+
+    def _constants_crossover(self, first: Parent, second: Parent, context: ProposalContext | None) -> Candidate:
+        a, b = find_constants(first.source), find_constants(second.source)
+        shown = constants_table(first.source, self.exclude).splitlines()
+        names = [line.split(" = ")[0] for line in shown]
+        differences = [f"{n} = {a[n].text} | {b[n].text}" for n in names if n in b and a[n].value != b[n].value]
+        conversation = _Conversation(self, prompts.constants_crossover_messages(
+            first, second, "\n".join(differences), context), control_of(context))
+        if not differences:
+            raise conversation.fail(f"parents {first.commit[:7]} and {second.commit[:7]} have the same constants "
+                                    f"(edit_format=constants)")
+        source, description = self._edit_constants(conversation, first.source)
+        return Candidate(source=source, description=f"cross {first.commit[:7]} x {second.commit[:7]}: {description}",
+                         parents=(first.commit, second.commit), operator=self.name, cost=conversation.cost(),
+                         transcript=conversation.transcript())
+
     @staticmethod
     def _unapplied_reason(result: ApplyResult, rounds: int) -> str:
         """Why the blocks still left unapplied after the fix rounds end the proposal."""
@@ -373,11 +612,20 @@ class LLMMutation(_LLMOperator):
                 context: ProposalContext | None = None) -> Candidate:
         self._check(parents)
         parent = parents[0]
-        conversation = _Conversation(self, prompts.mutation_messages(
-            parent, context, max_history=self.max_history, log_lines=self.log_tail_lines))
-        source, description = self._edit(conversation, parent.source)
+        if self.edit_format == "constants":
+            table = constants_table(parent.source, self.exclude)
+            messages = self.fit(lambda shown, logs: prompts.constants_messages(
+                parent, table, context, max_history=min(shown, prompts.CONSTANTS_HISTORY)))
+            conversation = _Conversation(self, messages, control_of(context))
+            source, description = self._edit_constants(conversation, parent.source)
+        else:
+            messages = self.fit(lambda shown, logs: prompts.mutation_messages(parent, context, max_history=shown,
+                                                                              log_lines=logs))
+            conversation = _Conversation(self, messages, control_of(context))
+            source, description = self._edit(conversation, parent.source)
         return Candidate(source=source, description=description or "llm edit (no description given)",
-                         parents=(parent.commit,), operator=self.name, cost=conversation.cost())
+                         parents=(parent.commit,), operator=self.name, cost=conversation.cost(),
+                         transcript=conversation.transcript())
 
 
 class LLMCrossover(_LLMOperator):
@@ -395,7 +643,10 @@ class LLMCrossover(_LLMOperator):
                 context: ProposalContext | None = None) -> Candidate:
         self._check(parents)
         first, second = parents
-        conversation = _Conversation(self, prompts.crossover_messages(first, second, context))
+        if self.edit_format == "constants":
+            return self._constants_crossover(first, second, context)
+        conversation = _Conversation(self, self.fit(lambda shown, logs: prompts.crossover_messages(
+            first, second, context)), control_of(context))
         if same_program(first.source, second.source):
             raise conversation.fail(f"parents {first.commit[:7]} and {second.commit[:7]} have the same train.py")
         ancestor = context.common_ancestor_source if context is not None else None
@@ -407,4 +658,20 @@ class LLMCrossover(_LLMOperator):
         source, description = self._edit(conversation, first.source)
         description = f"cross {first.commit[:7]} x {second.commit[:7]}: {description or 'llm merge'}"
         return Candidate(source=source, description=description, parents=(first.commit, second.commit),
-                         operator=self.name, cost=conversation.cost())
+                         operator=self.name, cost=conversation.cost(), transcript=conversation.transcript())
+
+
+class LLMSummary(_LLMOperator):
+    """Not a candidate operator: asks the model for a short text (lessons.md's summary) with the
+    same knobs, retries and key handling as the operators. `summarise(messages)` returns (text,
+    Cost) or raises NoCandidate (with `.cost`)."""
+
+    name = "llm_summary"
+    arity = 0
+
+    def summarise(self, messages: list[dict]) -> tuple[str, Cost]:
+        conversation = _Conversation(self, messages)
+        text = strip_thinking(self._ask_whole(conversation)).strip()
+        if not text:
+            raise conversation.fail("empty summary")
+        return text, conversation.cost()

@@ -14,11 +14,13 @@ Each POST /v1/chat/completions takes the next behaviour from the script:
     Close()              the connection is closed without any response
     Delay(s, then)       sleep s seconds (interrupted by stop()), then behave as `then`
 
+GET /v1/models lists one model, with `max_model_len` (vLLM's field) when `context_tokens` is set.
+
 `go_away()` stops listening (clients get "connection refused") until `come_back()` listens on
 the same port again, with the rest of the script: an endpoint that disappears for a while.
 
 An exhausted script answers 400 "script exhausted" (not retried by clients), so a test that
-makes more calls than it scripted fails loudly. GET /v1/models lists one model. Requests are
+makes more calls than it scripted fails loudly. Requests are
 recorded without their Authorization header; `authorized` says whether one was sent.
 """
 from __future__ import annotations
@@ -81,6 +83,7 @@ class ScriptedLLM:
         self._script: list[Any] = []
         self._stopping = threading.Event()
         self.requests: list[dict] = []
+        self.context_tokens: int | None = None   # when set, GET /v1/models reports it as vLLM does (max_model_len)
         self._httpd = self._listen(host, 0)
         self._thread: threading.Thread | None = None
 
@@ -183,7 +186,10 @@ class ScriptedLLM:
             def do_GET(self) -> None:
                 server._record(self, None)
                 if self.path.rstrip("/").endswith("/models"):
-                    body = {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "tests"}]}
+                    model = {"id": MODEL_ID, "object": "model", "owned_by": "tests"}
+                    if server.context_tokens is not None:
+                        model["max_model_len"] = server.context_tokens
+                    body = {"object": "list", "data": [model]}
                     self._send(200, json.dumps(body).encode())
                 else:
                     self._send(404, b'{"error": {"message": "not found"}}')

@@ -2,6 +2,7 @@
 server on 127.0.0.1, real Ray islands, real git, real fitness subprocesses."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from pathlib import Path
 
 
 from evolve.records import OperatorFailure
-from tests.llm_server import Empty, Reply, ScriptedLLM, Status
+from operators.tokens import count_messages
+from tests.llm_server import Delay, Empty, Reply, ScriptedLLM, Status
 from tests.test_engine import LANDSCAPE, ROOT, assert_records_agree_with_git, load_state, read_tsv
 
 ONLY_LLM_MUTATION = ("operators.weights.llm_mutation=1", "operators.weights.llm_crossover=0",
@@ -38,7 +40,8 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
              "run.max_experiments=8", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
-             "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", *ONLY_LLM_MUTATION],
+             "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", "llm.lessons_every=4",
+             "focus=areas", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**__import__("os").environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
         prompts = server.prompts()
@@ -56,6 +59,17 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
     # the prompts carried the brief, the parent file and the noise floor
     first = prompts[0]
     assert "LEARNING_RATE = 0.004" in first and "val_bpb" in first
+    # proposals drawn while their island trains see that candidate as in flight (issue 19 item 2)
+    assert any("# Training right now" in p and "(this island), llm_mutation: " in p for p in prompts)
+    # lessons.md (issue 19 item 3) names the kept change and the crash class, and later prompts carry it
+    lessons = (run_dir / "lessons.md").read_text()
+    kept = [e.description for e in llm if e.status == "keep"]
+    assert "# Lessons after 8 experiments" in lessons and any(f"- {d} (+" in lessons for d in kept), lessons
+    assert "- crash: RuntimeError: 1 time, e.g. break the run on purpose" in lessons, lessons
+    assert any("# Lessons of this run so far" in p for p in prompts[2:])
+    # focus=areas (issue 19 item 4): each island's prompts carry its own focus, recorded per experiment
+    assert {e.island: e.focus.split(" (")[0] for e in llm} == {0: "the model architecture", 1: "the optimizer"}
+    assert all("This island's research focus: the " in p for p in prompts)
     rows = read_tsv(run_dir / "experiments.tsv")
     assert any(int(r["tokens"]) > 0 for r in rows if r["operator"] == "llm_mutation")
     assert "operator_failure" in {r["kind"] for r in read_tsv(run_dir / "events.tsv")}
@@ -207,9 +221,80 @@ def test_llm_replies_in_real_models_shapes_become_candidates(tmp_path: Path):
     assert llm["a far too small learning rate"].status == "discard"
     assert llm["learning rate 0.01"].status == "keep"
     assert len(requests) >= 6 and "cut off at the length limit" in requests[3]["body"]["messages"][-1]["content"]
+    # item 2: the second proposal builds on the kept diff and carries its lineage, metrics and description
+    second = requests[1]["body"]["messages"][1]["content"]
+    assert "last change: decay 0.1 -> 0.2" in second and "Its lineage: 1 kept change since the base" in second
+    assert "-DECAY = 0.1\n+DECAY = 0.2" in second and "Its run: training_seconds 0.1" in second
     failures = [e for e in state.events if isinstance(e, OperatorFailure)]
     assert any("repeats the prompt's format example" in f.reason for f in failures), [f.reason for f in failures]
     # the think block's draft (WIDTH = 1) was never trained
     sources = [subprocess.run(["git", "-C", str(run_dir / "lab"), "show", f"{e.commit}:train.py"],
                               capture_output=True, text=True, check=True).stdout for e in state.experiments]
     assert len(sources) >= 5 and all("WIDTH = " in source and "WIDTH = 1\n" not in source for source in sources)
+
+
+def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path: Path):
+    """Issue 19 item 5: the island trains offline stand-ins while its LLM proposal is not ready, uses
+    the proposal when it arrives, and the proposal still in flight at the end is cancelled and
+    recorded with its cost; every request and reply is kept under llm/ and linked from the journal;
+    the report's funnel counts it all."""
+    from evolve.report.data import read_run
+    from evolve.report.llm_work import funnel_rows
+    from evolve.report.page import render_llm_funnel
+
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "slow"
+    with ScriptedLLM() as server:
+        server.script(Delay(4, Reply(whole_file("learning rate 0.01", "0.01"))),
+                      Delay(60, Reply(whole_file("never arrives", "0.02"))))
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
+             "run.max_experiments=10", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "llm.model=openai/test-model", "llm.max_wait_s=0.5", *ONLY_LLM_MUTATION],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_state(run_dir, 1)
+    stand_ins = [e for e in state.experiments if e.stand_in_for]
+    assert stand_ins and all(e.operator == "perturb" and e.stand_in_for == "llm_mutation" for e in stand_ins)
+    [llm] = [e for e in state.experiments if e.operator == "llm_mutation"]
+    assert llm.description == "learning rate 0.01" and llm.seq > stand_ins[0].seq   # arrived after a stand-in
+    transcript = json.loads((run_dir / llm.transcript).read_text())
+    assert transcript["outcome"] == "candidate" and "LEARNING_RATE = 0.004" in transcript["messages"][1]["content"]
+    assert transcript["requests"][0]["finish_reason"] == "stop" and transcript["requests"][0]["seconds"] >= 4
+    [cancelled] = [f for f in state.events if isinstance(f, OperatorFailure)]
+    assert cancelled.reason.startswith("cancelled: the run ended") and "abandoned" in cancelled.reason
+    assert cancelled.cost["seconds"] > 0
+    [by_operator], [by_island] = funnel_rows(state)
+    assert (by_operator.requested, by_operator.parsed, by_operator.trained, by_operator.failed) == (2, 1, 1, 1)
+    assert by_operator.stand_ins == len(stand_ins) == by_island.stand_ins and by_operator.seconds >= 4
+    assert "LLM funnel" in render_llm_funnel(read_run(run_dir))
+    assert done.stdout.count("LiteLLM completion()") == 0     # litellm's INFO lines stay out of the terminal
+
+
+def test_a_small_model_with_a_2k_context_edits_constants_end_to_end(tmp_path: Path):
+    """Issue 19 item 6: llm.small_model=true picks the constants format; the server reports a 2048-token
+    context (as vLLM does), every request fits it, and NAME = value replies become candidates."""
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "small"
+    with ScriptedLLM() as server:
+        server.context_tokens = 2048
+        server.script(Reply("DESCRIPTION: faster learning\nLEARNING_RATE = 0.01"),
+                      Reply("<think>wider?</think>\nDESCRIPTION: wider\nWIDTH = 96\nDECAY = 0.15"),
+                      Reply("DESCRIPTION: SOME_RATE 0.08 -> 0.06\nSOME_RATE = 0.06"))
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "islands=1", "selection=ratchet", "task=custom", f"task.dir={task}",
+             "task.budget_s=0.05", "run.max_experiments=4", f"run.dir={run_dir}", "llm=local",
+             f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.small_model=true"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        requests = server.chat_requests
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_state(run_dir, 1, population_size=1)
+    assert [e.description for e in state.experiments if e.operator == "llm_mutation"] == [
+        "LEARNING_RATE 0.004 -> 0.01", "WIDTH 64 -> 96, DECAY 0.1 -> 0.15"]
+    [echo] = [f for f in state.events if isinstance(f, OperatorFailure)]
+    assert "repeats the prompt's format example" in echo.reason
+    for request in requests:
+        used = count_messages(request["body"]["messages"])
+        assert used < 1000 and used + request["body"]["max_tokens"] <= 2048, (used, request["body"]["max_tokens"])

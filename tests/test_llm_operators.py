@@ -15,6 +15,7 @@ from operators.edits import (FORMAT_SEARCH_PLACEHOLDER, Edit, apply_edit, apply_
                              same_program, strip_thinking)
 from operators.llm import LLMCrossover, LLMMutation, describe_error, redact
 from operators.registry import OPERATORS, make_operator
+from operators.tokens import count_messages
 from tests.llm_server import Close, Delay, Empty, Garbage, Reply, ScriptedLLM, Status
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -604,3 +605,81 @@ def test_echoed_example_blocks_are_dropped_and_real_ones_kept():
     assert parsed.description == "MATRIX_LR 0.04 -> 0.06"
     only = parse_reply(echo, TRAIN)
     assert only.echoed_example and only.edits == () and only.whole_file is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 19 item 5: the context window, retries that make sense, transcripts, cancellation
+
+CONTEXT_400 = ("This model's maximum context length is 2048 tokens. However, you requested 15207 tokens "
+               "(7015 in the messages, 8192 in the completion). Please reduce the length of the messages.")
+
+
+def test_a_context_length_error_is_not_retried_and_says_what_to_set(server):
+    server.script(*[Status(400, CONTEXT_400)] * 3)
+    with pytest.raises(NoCandidate, match=r"ContextWindowExceededError.*not retried.*llm.context_tokens") as caught:
+        propose(mutation(server, num_retries=2), [parent()], context())
+    assert len(server.chat_requests) == 1
+    assert caught.value.transcript["requests"][0]["error"].startswith("ContextWindowExceededError")
+
+
+def test_other_client_errors_are_not_retried_either(server):
+    server.script(*[Status(401, "bad key", headers={})] * 3)
+    with pytest.raises(NoCandidate, match="AuthenticationError"):
+        propose(mutation(server, num_retries=2), [parent()], context())
+    assert len(server.chat_requests) == 1
+
+
+def test_the_prompt_is_fitted_to_the_context_the_server_reports(server):
+    """vLLM reports max_model_len: history is trimmed until the reply has room, max_tokens is what is left."""
+    history = tuple(Attempt(f"experiment {i} " + "with a long explanation " * 10, "discard", "ok", 1.3, 0.01)
+                    for i in range(20))
+    full = count_messages(prompts.mutation_messages(parent(), context(history=history)))
+    server.context_tokens = full + 300           # room for the prompt, not for a 512-token reply
+    server.script(Reply(GOOD_REPLY))
+    propose(mutation(server, max_tokens=4096), [parent()], context(history=history))
+    [request] = server.chat_requests
+    sent = request["body"]["messages"][1]["content"]
+    assert "experiment 19" in sent and "experiment 0 " not in sent and "older experiments not shown" in sent
+    assert 512 <= request["body"]["max_tokens"] < 4096
+    assert request["body"]["max_tokens"] <= server.context_tokens - count_messages(request["body"]["messages"])
+
+
+def test_a_prompt_that_cannot_fit_is_refused_without_a_request(server):
+    server.context_tokens = 1000
+    with pytest.raises(NoCandidate, match=r"leaves less than 512 tokens for the reply in the model's context of 1000"):
+        propose(mutation(server), [parent()], context())
+    assert server.chat_requests == []
+    assert mutation(server, context_tokens=0).context_window() is None      # 0: unknown, never asked
+
+
+def test_transcripts_hold_every_message_and_request_and_no_secret(server, monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-very-secret-123")
+    wrong = "DESCRIPTION: longer warmdown\n\n" + block("WARMDOWN_FRAC = 0.50  # wrong", "WARMDOWN_FRAC = 0.7")
+    server.script(Reply(wrong, prompt_tokens=100, completion_tokens=10),
+                  Reply(block("WARMDOWN_FRAC = 0.5", "WARMDOWN_FRAC = 0.7") + "\ntok-very-secret-123",
+                        prompt_tokens=150, completion_tokens=12))
+    candidate = propose(mutation(server), [parent()], context())
+    transcript = candidate.transcript
+    assert [m["role"] for m in transcript["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert [(r["finish_reason"], r["prompt_tokens"]) for r in transcript["requests"]] == [("stop", 100), ("stop", 150)]
+    assert "tok-very-secret-123" not in str(transcript) and "[redacted]" in transcript["messages"][-1]["content"]
+
+
+def test_a_cancelled_proposal_stops_before_its_next_request_with_its_cost(server):
+    from operators.candidate import ProposalControl
+    control = ProposalControl()
+    wrong = "DESCRIPTION: x\n\n" + block("NOT IN THE FILE", "X = 1")
+    server.script(Reply(wrong, prompt_tokens=70, completion_tokens=7), Reply(GOOD_REPLY))
+    op = mutation(server)
+    original = op.reply_budget
+
+    def cancel_after_first(messages):          # the engine cancels while the model answers the first request
+        if len(messages) > 2:
+            control.cancel("the run ended")
+        return original(messages)
+
+    op.reply_budget = cancel_after_first
+    with pytest.raises(NoCandidate, match="cancelled: the run ended") as caught:
+        propose(op, [parent()], context(control=control))
+    assert len(server.chat_requests) == 1 and caught.value.cost.prompt_tokens == 70
+    assert control.cost.prompt_tokens == 70        # published as it went

@@ -13,6 +13,7 @@ from ..records import (CRASH, EARLY_STOPPED, KEEP, Bet, Exchange, Migration, Noi
                        Promotion, Reset)
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
+from .llm_work import focus_rows, funnel_rows
 from .stats import best_after, champion_rows, reach_best
 
 NOT_RESCORED = "not rescored — run with --rescore"
@@ -107,6 +108,10 @@ def render_meta(run: RunData) -> str:
         f" · task {esc(run.manifest.get('preset', '?'))}, budget {esc(config_value(cfg, 'task.budget_s', '?'))} s",
         f"noise σ = {fmt(run.sigma)} ({run.state.sigma_dof} dof) · started {_when(run.start)} · last experiment finished {last}",
     ]
+    if (run.run_dir / "lessons.md").exists():   # the report sits in <run dir>/report by default
+        items.append(f'lessons: <a href="../lessons.md">lessons.md</a> '
+                     f'(<code>{esc(run.run_dir / "lessons.md")}</code>), what the run has learned, as every LLM '
+                     f'prompt shows it')
     return '<div class="meta">' + "<br>".join(items) + "</div>"
 
 
@@ -194,6 +199,44 @@ def gain_in_sigma(row) -> str:
     return f"{gain:+.1f} [{gain - half:+.1f}, {gain + half:+.1f}]"
 
 
+def render_focus(run: RunData) -> str:
+    """Islands compared by research focus (llm.islands.<k>.focus, focus=areas); empty without one."""
+    rows = focus_rows(run.state)
+    if not rows:
+        return ""
+    body = [[esc(r.focus), ", ".join(map(str, r.islands)), str(r.experiments), str(r.kept),
+             fmt(r.kept / r.experiments if r.experiments else None, ".2f"), fmt(r.best_gain_sigma, ".1f"),
+             fmt(r.best_val_bpb)] for r in rows]
+    return ("<h2>Research focus</h2><p>Islands grouped by the focus their LLM prompts carried: the experiments "
+            "made with that focus, how many were kept, the largest gain of a kept one in noise σ, and the best "
+            "champion of those islands.</p>"
+            + table(["focus", "islands", "experiments", "kept", "keep rate", "best gain (σ)", "best val_bpb"], body,
+                    numeric={2, 3, 4, 5, 6}))
+
+
+def render_llm_funnel(run: RunData) -> str:
+    """The LLM funnel per operator and per island; empty when the run used no LLM."""
+    by_operator, by_island = funnel_rows(run.state)
+    if not by_operator:
+        return ""
+    headers = ["", "requested", "parsed", "trained", "kept", "failed / dropped", "offline stand-ins", "LLM s",
+               "tokens", "$"]
+
+    def rows(funnel):
+        return [[esc(r.name), str(r.requested), str(r.parsed), str(r.trained), str(r.kept), str(r.failed),
+                 str(r.stand_ins), f"{r.seconds:.1f}", f"{r.tokens:,}", f"{r.usd:.4f}"] for r in funnel]
+
+    return ("<h2>LLM funnel</h2><p>What became of the LLM proposals: requested (conversations started), parsed "
+            "(gave an applied, compiling edit; duplicates of a measured train.py included), trained (measured, not "
+            "refused by the guards), kept; failed or dropped (no candidate, re-planned after a reset, cancelled at "
+            "the end: the island fell back to an offline operator); offline stand-ins (offline candidates trained "
+            "while a proposal was not ready, <code>llm.max_wait_s</code>); the model's seconds, tokens and dollars, "
+            "failures included. Every request and reply is kept under <code>llm/</code> in the run dir, linked from "
+            "the journal (<code>transcript</code>).</p>"
+            + table(headers, rows(by_operator), numeric=set(range(1, 10)))
+            + table(headers, rows(by_island), numeric=set(range(1, 10))))
+
+
 def render_events(run: RunData) -> str:
     rows = []
     for e in run.events:
@@ -272,7 +315,7 @@ def render_report(run: RunData, plots: dict[str, str]) -> str:
                "that only goes down), against wall time since the run started on the left and against the run's "
                "experiment count on the right; dots are the kept experiments, the dashed black line is the run's "
                "best over all islands."),
-        "<h2>Islands</h2>", render_islands(run),
+        "<h2>Islands</h2>", render_islands(run), render_focus(run), render_llm_funnel(run),
         "<h2>Staircase per island</h2>",
         figure(plots["staircase"], "Every experiment of each island in the island's own order: coloured dots were "
                "kept, grey ones discarded (triangles at the top are worse than the plotted range), red crosses "
