@@ -207,7 +207,9 @@ class EarlyStopConfig:
     # fraction of the budget, by more than k times the noise there (the baselines' spread), once
     # min_fraction of the budget has passed. Recorded as outcome early-stopped (results.tsv:
     # discard), never kept. Baselines, confirmation runs and selection=ratchet never stop early.
-    enabled: bool = True
+    # Off by default: on the default task it stopped candidates that would have been kept (5 of 11
+    # re-run stops, scripts/bench_fidelity.py, docs/benchmarks.md); turn it on where curves predict.
+    enabled: bool = False
     k: float = 3.0
     min_fraction: float = 0.3
 

@@ -141,7 +141,7 @@ def curves_task(tmp_path) -> Path:
 
 def test_islands_stop_losers_early_and_ratchet_never_does(tmp_path: Path, curves_task: Path):
     common = ("task=custom", f"task.dir={curves_task}", "task.budget_s=2", "task.grace_s=20", "llm=none",
-              "task.sandbox=none", "task.evaluator=null")
+              "task.sandbox=none", "task.evaluator=null", "early_stop.enabled=true")
     run_dir = tmp_path / "islands"
     done = run_evolve("+islands=2", f"run.dir={run_dir}", "run.max_experiments=8", *common)
     assert done.returncode == 0, done.stderr[-3000:]
