@@ -68,7 +68,7 @@ def main() -> None:
         first = (prompts.constants_messages(parent, constants_table(TRAIN, DEFAULT_EXCLUDE), context)
                  if edit_format == "constants" else prompts.mutation_messages(parent, context))
         usable, requests, seconds, failures, examples = 0, 0, 0.0, Counter(), []
-        for i in range(args.proposals):
+        for i in range(args.proposals):  # noqa: B007
             started = time.monotonic()
             try:
                 candidate = op.propose([parent], random.Random(i), context=context)
