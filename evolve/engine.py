@@ -112,11 +112,14 @@ class Engine:
             except OSError as e:   # a full disk: the stop is already on its way
                 say(f"LLM proposals in flight not recorded: {e}")
             fleet.shutdown(recorder.heads())
-        view.print_summary(opened.workspace.lab, interrupted=self.stop.reason in (
-            StopReason.INTERRUPTED, StopReason.TERMINATED, StopReason.DISK_FULL))
+        cut_short = self.stop.reason in (StopReason.INTERRUPTED, StopReason.TERMINATED, StopReason.DISK_FULL)
+        view.print_summary(opened.workspace.lab, interrupted=cut_short)
+        if cut_short:   # Ctrl-C or a scheduler's SIGTERM wants a prompt exit: no report process outlives the run
+            self.live_report.abandon()
         if self.stop.reason is StopReason.DISK_FULL:
             raise DiskFull(self.stop.detail)
-        self.live_report.finish(len(state.experiments))
+        if not cut_short:
+            self.live_report.finish(len(state.experiments))
         return state
 
     def _loop(self, fleet: Fleet, scheduler: Scheduler, recorder: Recorder, epochs: Epochs, view: LiveView) -> None:

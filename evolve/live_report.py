@@ -113,6 +113,11 @@ class LiveReport:
         if self.failures == 1:   # said once; every failure is in the log
             say(f"the live report failed ({self.what}: {why}); see {self.log_path}; the run goes on")
 
+    def abandon(self) -> None:
+        """The run was cut short: a refresh in flight is killed (reports are written whole, so the
+        last complete one stays) and no final report is written; `python -m evolve.report` writes it."""
+        self._stop()
+
     def _stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()

@@ -94,9 +94,10 @@ def test_llm_endpoint_gone_for_a_minute_islands_go_on_offline_then_use_it_again(
     assert len(during) >= 15, "the islands did not keep working while the LLM was away"
     assert {e.operator for e in during} == {"perturb"}   # the offline fallback
     failures = [e for e in state.events if isinstance(e, OperatorFailure)]
-    # every failure is the outage, or a prefetched proposal re-planned after migrants arrived
+    # every failure is the outage, a prefetched proposal re-planned after a reset, or one still in
+    # flight when the run ended (cancelled and recorded with its cost)
     assert failures and all("Connection" in f.reason or "connect" in f.reason or f.reason.startswith("re-planned: ")
-                            for f in failures), [f.reason for f in failures][:3]
+                            or f.reason.startswith("cancelled: ") for f in failures), [f.reason for f in failures][:3]
     assert any("Connection" in f.reason or "connect" in f.reason for f in failures)
     after = [e for e in state.experiments if e.started > back + 5 and e.operator == "llm_mutation"]
     assert after, "the LLM was not used again once it came back"
