@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from . import disk
@@ -29,7 +30,7 @@ from .state import RunState
 from .stop import Stop, StopReason
 from .tempering import ladder
 from .bets import bet_verdict
-from .trial import Rules, tempered
+from .trial import Rules, readmission, tempered
 from .view import LiveView, say
 
 
@@ -162,11 +163,15 @@ class Engine:
             whose = "parent, paired" if trial.job.source is None else "re-run"
             view.started(trial.island, f"{whose} (seed {trial.job.seed}): {trial.label}")
             return
-        verdict = tempered(trial, trial.verdict(sigma, self.rules, epoch, parent_runs), self.temperatures[trial.island],
-                           sigma, epoch, state.islands[trial.island].head, self.rng.random)
         island = state.islands[trial.island]
+        verdict = tempered(trial, trial.verdict(sigma, self.rules, epoch, parent_runs, island.epoch_cause),
+                           self.temperatures[trial.island], sigma, epoch, island.head, self.rng.random)
         verdict = bet_verdict(trial, verdict, island.bet, island.head, self.temperatures[trial.island],
                               self.cfg.selection.bet_max_credit, epoch)
+        again = readmission(trial, verdict, island.population, epoch)
+        if again is not None and not self.stop.requested:
+            verdict = replace(verdict, reason=verdict.reason + "; trained again in the new epoch")
+            scheduler.readmit(trial.island, again)
         exp = recorder.record(trial, verdict)
         for event in epochs.after(recorder.state, trial.island, frozenset(scheduler.retired)):
             self._record_event(event, recorder)

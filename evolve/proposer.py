@@ -51,6 +51,7 @@ class Proposal:
     focus: str = ""       # the island's research focus the prompt carried (LLM operators)
     transcript: str = ""  # where its LLM requests and replies are kept (run-dir relative)
     stand_in_for: str = ""   # offline: the LLM operator whose proposal was not ready when the island freed up
+    readmitted: bool = False   # trained again after its first run went stale (trial.readmission)
 
     @property
     def source_sha256(self) -> str:

@@ -70,6 +70,7 @@ class Scheduler:
         self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
         self.retired: set[int] = set()     # islands gone for good (lost node, full node disk, nothing to propose)
         self.running: dict[int, Trial] = {}   # island -> the trial it trains now (shown to the LLM)
+        self.readmitted: dict[int, list[Proposal]] = {k: [] for k in range(self.n)}   # trained again next (trial.readmission)
         self.max_wait_s = cfg.llm.max_wait_s
         self.idle_since: dict[int, float] = {}   # island -> when it started waiting for its LLM proposal
         self.transcripts = Transcripts(proposer.run_dir)
@@ -163,6 +164,8 @@ class Scheduler:
             return Trial(Job(self.job_id(k), k, self.base_commit, None, b.seed), None)
         if self.state.sigma is None:
             return None  # generation 0 is not complete yet
+        if self.readmitted[k]:
+            return self._trial(k, self.readmitted[k].pop(0))
         try:
             if k not in self.prefetch and k not in self.planned:
                 self._plan_next(k)
@@ -186,11 +189,18 @@ class Scheduler:
             self.retired.add(k)
             return None
         self.seen.add(proposal.source_sha256)
+        return self._trial(k, proposal)
+
+    def _trial(self, k: int, proposal: Proposal) -> Trial:
         parent = proposal.candidate.parents[0]
         limit = (max_uncounted_s(self.state.experiments, k, self.uncounted_margin, self.uncounted_margin_s)
                  if self.enforce_budget else None)
         return Trial(Job(self.job_id(k), k, parent, proposal.candidate.source, self.seed + k, max_uncounted_s=limit,
                          early_stop=self._early_stop_rule(parent)), proposal)
+
+    def readmit(self, k: int, proposal: Proposal) -> None:
+        """A stale would-be keep of island k is trained again as its next experiment."""
+        self.readmitted[k].append(proposal)
 
     def _early_stop_rule(self, parent: str):
         """The early-stop rule of a child of ``parent`` (None: off, or no curves to compare with yet)."""
@@ -239,12 +249,12 @@ class Scheduler:
                      for k, t in sorted(self.running.items()) if t.proposal is not None)
 
     def _prefetch_is_stale(self, k: int) -> bool:
-        """Whether island k was reset since its LLM proposal was drawn."""
+        """Whether island k's population changed (a reset, or migrants) since its LLM proposal was drawn."""
         return self.prefetch[k][1].epoch != self.state.islands[k].epoch
 
     def _replan(self, k: int) -> None:
         """Drops island k's stale LLM proposal (recorded with what it cost so far) and draws anew."""
-        self._drop_prefetch(k, f"re-planned: island {k} was reset after its parents were drawn "
+        self._drop_prefetch(k, f"re-planned: island {k} {self.state.islands[k].epoch_cause} after its parents were drawn "
                                f"(epoch {self.prefetch[k][1].epoch} -> {self.state.islands[k].epoch})")
         self._plan_next(k)
 

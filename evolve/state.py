@@ -25,11 +25,12 @@ class IslandState:
     resets: int = 0
     operator_failures: int = 0
     llm_usd: float = 0.0
-    # Bumped when the island is reset (its population replaced): a candidate drawn in an earlier
-    # epoch is recorded but never admitted (evolve/trial.py). Arriving migrants only add members,
-    # so they start no epoch: measured, treating them as one discarded a third of the real gains
-    # (docs/benchmarks.md, acceptance).
+    # Bumped when the island's population changes under its candidates: a reset (the population
+    # replaced) or migrants that add a member. A candidate drawn in an earlier epoch is recorded but
+    # never admitted (evolve/trial.py); a would-be keep whose parents survived is trained again as
+    # a new experiment of the new epoch (trial.readmission), so real gains are not lost to timing.
     epoch: int = 0
+    epoch_cause: str = ""          # what started the current epoch, for the not-admitted reason
     explores: int = 0
     # The exploring head of a hot island (evolve/tempering.py): the commit its next parent is,
     # which may be worse than its champion (the population's best, the island's branch). None: the
@@ -85,9 +86,12 @@ class RunState:
         elif isinstance(record, Migration):
             self.islands[record.source].migration_rounds = record.round
             for target in record.targets:
-                for commit, val_bpb in record.migrants:
-                    if commit not in self.islands[target].population:
-                        self.islands[target].population.add(self._member(commit, val_bpb, record.source, record.after_seq))
+                arrived = [(c, v) for c, v in record.migrants if c not in self.islands[target].population]
+                for commit, val_bpb in arrived:
+                    self.islands[target].population.add(self._member(commit, val_bpb, record.source, record.after_seq))
+                if arrived:
+                    self.islands[target].epoch += 1
+                    self.islands[target].epoch_cause = f"received migrants from island {record.source}"
             self.events.append(record)
         elif isinstance(record, Reset):
             self.reset_rounds = record.round
@@ -95,6 +99,7 @@ class RunState:
                 self.islands[island].population.replace_all(self._member(commit, val_bpb, donor, record.after_seq))
                 self.islands[island].resets += 1
                 self.islands[island].epoch += 1
+                self.islands[island].epoch_cause = "was reset"
                 self.islands[island].head = None
                 self.islands[island].bet = None
             self.events.append(record)

@@ -14,6 +14,7 @@ from .records import DISCARD, EXPLORE, KEEP
 from .selection import NOT_REPRODUCIBLE, decide, decide_runs, rerun_reason
 from .tempering import in_sigmas, metropolis_probability
 
+NOT_ADMITTED = "not admitted:"   # how a stale would-be keep's reason starts (results.tsv, the report)
 RERUN_SEED_STRIDE = 10_000   # paired re-runs use fresh seeds that are multiples of this (Scheduler.fresh_seed)
 
 
@@ -73,8 +74,8 @@ class Trial:
         (self.parent_runs if is_parent_run else self.runs).append(m)
 
     def stale(self, island_epoch: int) -> bool:
-        """Whether the island was reset after this candidate's parents were drawn: it is then
-        recorded but never admitted."""
+        """Whether the island's population changed (a reset, or migrants that added a member)
+        after this candidate's parents were drawn: it is then recorded but never admitted."""
         return self.proposal is not None and self.proposal.epoch != island_epoch
 
     def child_values(self) -> list[float]:
@@ -123,13 +124,14 @@ class Trial:
         """A re-run (the candidate's or its parent's) that did not finish."""
         return next((r for r in self.runs[1:] + self.parent_runs if r.result.status is not Status.OK), None)
 
-    def verdict(self, sigma: float, rules: Rules, island_epoch: int, parent_recorded: list[float]) -> Verdict:
+    def verdict(self, sigma: float, rules: Rules, island_epoch: int, parent_recorded: list[float],
+                epoch_cause: str = "was reset") -> Verdict:
         """keep / discard / crash from every run of the candidate and of its parent; a would-be keep
         of a stale candidate is a discard that says why."""
         verdict = self._verdict(sigma, rules, parent_recorded)
         if verdict.status == KEEP and self.stale(island_epoch):
             return replace(verdict, status=DISCARD, reason=(
-                f"not admitted: island {self.island} was reset while it ran "
+                f"{NOT_ADMITTED} island {self.island} {epoch_cause} while it ran "
                 f"(epoch {self.proposal.epoch} -> {island_epoch}); a would-be keep"))
         return verdict
 
@@ -179,3 +181,17 @@ def tempered(trial: Trial, verdict: Verdict, temperature: float, sigma: float, i
         return verdict
     why = f"explore: {delta:+.1f} sigma against its parent taken at T={temperature:g} (p={p:.3f})"
     return replace(verdict, status=EXPLORE, reason=f"{why}; {verdict.reason}" if verdict.reason else why)
+
+
+def readmission(trial: Trial, verdict: Verdict, population, island_epoch: int) -> Proposal | None:
+    """A stale would-be keep whose parents are all still members of the island's population (the
+    usual case after migrants, which only add members) is trained again, once, as a new experiment
+    of the current epoch: its first run was measured against a population that has since changed,
+    so it is not admitted on that run, but the idea is not lost either. None: nothing to re-train."""
+    proposal = trial.proposal
+    if (proposal is None or verdict.status != DISCARD or not verdict.reason.startswith(NOT_ADMITTED)
+            or proposal.readmitted or any(p not in population for p in proposal.candidate.parents)):
+        return None
+    # its LLM cost is already on the first row; the second row costs only its training
+    candidate = replace(proposal.candidate, cost=type(proposal.candidate.cost)())
+    return replace(proposal, candidate=candidate, epoch=island_epoch, readmitted=True)

@@ -114,6 +114,30 @@ def test_two_islands_migrate_reset_and_records_agree_with_git(tmp_path: Path, la
     assert "champion" in done.stdout
 
 
+def test_a_candidate_that_trained_while_migrants_arrived_is_not_admitted_but_trained_again(tmp_path: Path,
+                                                                                         landscape: Path):
+    """Migrants after every experiment: an island's population changes under the candidate it is
+    training (a new epoch). Such a would-be keep is a row, never a member; its idea is trained
+    again as a new experiment of the new epoch, and admitted only on that run."""
+    run_dir = tmp_path / "migrants"
+    done = run_evolve("+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=0.1", "task.grace_s=20",
+                      "run.max_experiments=24", "migration.interval=1", "reset.interval=0", f"run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 2)
+    stale = [e for e in state.experiments if e.reason.startswith("not admitted: island")]
+    assert stale and all("received migrants from island" in e.reason for e in stale), \
+        [(e.seq, e.status, e.reason[:80]) for e in state.experiments]
+    members = {m.commit for isl in state.islands for m in isl.population.members}
+    assert all(e.status == "discard" and e.commit not in members for e in stale)
+    again = [e for e in stale if e.reason.endswith("trained again in the new epoch")]
+    assert again
+    for e in again:
+        later = [x for x in state.experiments[e.seq + 1:] if x.island == e.island and x.source_sha256 == e.source_sha256]
+        if e.seq < len(state.experiments) - 2:        # the last rows may have ended the run first
+            assert len(later) == 1 and later[0].commit != e.commit and later[0].parents == e.parents
+        assert all(not x.reason.endswith("trained again in the new epoch") for x in later)   # once only
+
+
 def test_ratchet_keeps_only_strict_gains_and_resets_otherwise(tmp_path: Path, landscape: Path):
     run_dir = tmp_path / "ratchet"
     done = run_evolve("islands=1", "selection=ratchet", "task=custom", f"task.dir={landscape}",

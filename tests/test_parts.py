@@ -17,7 +17,8 @@ from evolve.records import Experiment, Migration, NoiseFloor, Reset
 from evolve.scheduler import Scheduler
 from evolve.state import RunState
 from evolve.stop import Stop, StopReason
-from evolve.trial import RERUN_SEED_STRIDE, Rules, Trial
+from evolve.population import Member, Population
+from evolve.trial import RERUN_SEED_STRIDE, Rules, Trial, readmission
 from island.actor import Job, Measurement
 from island.fitness import FitnessResult, Status
 from operators.candidate import Candidate
@@ -300,13 +301,36 @@ def test_a_retired_island_hands_its_owed_and_in_flight_baselines_to_the_others()
 
 
 # ---- island epochs --------------------------------------------------------------------------------
-def test_a_reset_starts_a_new_epoch_of_the_island_and_arriving_migrants_do_not():
+def test_a_reset_and_migrants_that_add_a_member_start_a_new_epoch_of_the_island():
     state = RunState(3, 4)
     state.apply(experiment(0, 0, 2.5, "baseline"))
     state.apply(Migration(source=0, round=1, targets=(1,), migrants=(("0" * 40, 2.5),), after_seq=0))
-    assert [isl.epoch for isl in state.islands] == [0, 0, 0]        # migrants only add members
+    assert [isl.epoch for isl in state.islands] == [0, 1, 0]
+    assert state.islands[1].epoch_cause == "received migrants from island 0"
+    state.apply(Migration(source=0, round=2, targets=(1,), migrants=(("0" * 40, 2.5),), after_seq=0))
+    assert [isl.epoch for isl in state.islands] == [0, 1, 0]        # already a member: nothing changed
     state.apply(Reset(round=1, resets=((2, 0, "0" * 40, 2.5),), after_seq=0))
-    assert [isl.epoch for isl in state.islands] == [0, 0, 1]
+    assert [isl.epoch for isl in state.islands] == [0, 1, 1]
+    assert state.islands[2].epoch_cause == "was reset"
+
+
+def test_a_stale_would_be_keep_whose_parent_survived_is_trained_again_once_in_the_new_epoch():
+    trial = candidate_trial()                                # drawn in epoch 0
+    arrive(trial, 0.95, [1.0], epoch=1)
+    stale = trial.verdict(SIGMA, RULES, 1, [1.0], "received migrants from island 1")
+    assert stale.reason.startswith("not admitted: island 0 received migrants from island 1 while it ran")
+    population = Population(4)
+    population.add(Member(PARENT, [1.0], 0, 0))
+    again = readmission(trial, stale, population, 1)
+    assert again is not None and again.epoch == 1 and again.candidate.source == trial.proposal.candidate.source
+    assert again.candidate.cost.usd == 0 and again.readmitted
+    second = Trial(Job("island-0/2", 0, PARENT, again.candidate.source, 7), again)
+    arrive(second, 0.95, [1.0], epoch=2)                     # stale again: it is not trained a third time
+    assert readmission(second, second.verdict(SIGMA, RULES, 2, [1.0]), population, 2) is None
+    assert readmission(trial, stale, Population(4), 1) is None           # its parent is gone (a reset)
+    loss = candidate_trial()
+    arrive(loss, 1.02, [1.0], epoch=1)
+    assert readmission(loss, loss.verdict(SIGMA, RULES, 1, [1.0]), population, 1) is None
 
 
 def test_a_candidate_drawn_before_its_islands_epoch_changed_is_recorded_but_never_admitted():
