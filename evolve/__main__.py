@@ -63,6 +63,7 @@ def main(cfg: DictConfig) -> None:
     elif cfg.task.sandbox != "none":
         network = "with" if cfg.task.network else "without"
         print(f"[evolve] fitness runs are sandboxed (bwrap, {network} network; see docs/safety.md)", flush=True)
+    engine = None
     try:
         from .engine import Engine  # heavy imports (ray) only once the config is valid
         from .llm_choice import choose_llm
@@ -88,9 +89,12 @@ def main(cfg: DictConfig) -> None:
               f"error: the disk of {run_dir} is full: {e}. Nothing was half-written; free some space "
               "and run the same command again to resume.", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:  # before the loop started (the loop handles its own)
-        print("\n[evolve] interrupted during start-up; nothing was lost, rerun to resume", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt:  # before the fleet started, or a second Ctrl-C during the graceful stop
+        code = engine.stop.exit_code if engine is not None and engine.stop.exit_code else 130
+        how = "SIGTERM" if code == 143 else "Ctrl-C"
+        print(f"\n[evolve] stopped by {how} before the run could stop gracefully; every recorded experiment "
+              "is kept, rerun the same command to resume", file=sys.stderr)
+        sys.exit(code)
     if engine.stop.exit_code:
         # SystemExit is not an Exception: it passes through Hydra's multirun and ends the sweep.
         sys.exit(engine.stop.exit_code)

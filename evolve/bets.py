@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from .records import CRASH, DISCARD, EXPLORE, KEEP, Bet, Experiment
+from .records import CRASH, DISCARD, EXPLORE, KEEP, NOT_ADMITTED, Bet, Experiment
 from .trial import Trial, Verdict
 
 BET_MARK = re.compile(r"^\s*\[bet\s+([A-Za-z0-9_.\-]{1,40})\s+(\d{1,3})\]\s*", re.IGNORECASE)
@@ -86,7 +86,9 @@ def plan_close(island: int, bet: OpenBet | None, after_seq: int) -> Bet | None:
 
 def spend(bet: OpenBet, exp: Experiment) -> OpenBet:
     """The bet after one more experiment of its lineage."""
-    better = exp.status != CRASH and exp.val_bpb is not None and exp.val_bpb < bet.best_bpb
+    # a row that may never be admitted (stale, or runs that disagree beyond belief) spends credit but is never the best
+    admissible = exp.status != CRASH and not exp.outlier and not exp.reason.startswith(NOT_ADMITTED)
+    better = admissible and exp.val_bpb is not None and exp.val_bpb < bet.best_bpb
     return replace(bet, spent=bet.spent + 1, best_commit=exp.commit if better else bet.best_commit,
                    best_bpb=exp.val_bpb if better else bet.best_bpb)
 

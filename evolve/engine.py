@@ -50,11 +50,12 @@ class Engine:
     def run(self) -> RunState:
         """Runs until a limit or a stop; self.stop.exit_code then says how it ended."""
         disk.ensure_free(self.run_dir, self.cfg.run.min_free_mb)
-        opened = open_run(self.cfg, self.run_dir, self.n)
-        try:
-            return self._run(opened)
-        finally:
-            opened.lock.release()
+        with self.stop.sigterm_as_interrupt():     # start-up, the loop and the graceful stop alike
+            opened = open_run(self.cfg, self.run_dir, self.n)
+            try:
+                return self._run(opened)
+            finally:
+                opened.lock.release()
 
     def _run(self, opened: OpenedRun) -> RunState:
         cfg = self.cfg
@@ -83,23 +84,24 @@ class Engine:
             return state
         prepare_task_data(opened)
         fleet = Fleet(cfg, opened.workspace, self.run_dir, opened.task_env)
-        for k, why in fleet.start().items():
-            scheduler.retire(k, None, why)
-        used = state.seconds_run()
-        self.stop.set_deadline(cfg.run.hours, used)
-        if cfg.run.hours and used:
-            say(f"run.hours={cfg.run.hours:g} counts every start: {used / 3600:.3f} h ran before this one")
         view = LiveView(state, self.n, cfg.run.max_experiments, self.run_dir,
                         live=cfg.run.live and sys.stdout.isatty())
         try:
-            with view, self.stop.sigterm_as_interrupt():
+            for k, why in fleet.start().items():
+                scheduler.retire(k, None, why)
+            used = state.seconds_run()
+            self.stop.set_deadline(cfg.run.hours, used)
+            if cfg.run.hours and used:
+                say(f"run.hours={cfg.run.hours:g} counts every start: {used / 3600:.3f} h ran before this one")
+            with view:
                 self._loop(fleet, scheduler, recorder, epochs, view)
             if len(scheduler.retired) == self.n:
                 self.stop.request(StopReason.ALL_RETIRED)
                 say("every island is retired: the run cannot go on (exit 1)")
             self.stop.request(StopReason.LIMIT)   # nothing else stopped it: the limits were reached
         except KeyboardInterrupt:
-            self.stop.request(StopReason.INTERRUPTED)
+            self.stop.stopping = True
+            self.stop.request(StopReason.INTERRUPTED)   # a SIGTERM already said TERMINATED, which stays
             say("interrupted: stopping islands; unfinished experiments will re-run on resume", fresh_line=True)
         except Exception as e:  # noqa: BLE001 - a full disk, wherever it shows, is a clean stop
             if not disk.is_disk_full(e):
@@ -108,6 +110,7 @@ class Engine:
                               disk.message(self.run_dir, cfg.run.min_free_mb, f"{type(e).__name__}: {e}"))
             say(self.stop.detail, fresh_line=True)
         finally:
+            self.stop.stopping = True
             try:
                 scheduler.cancel_proposals("the run ended")
             except OSError as e:   # a full disk: the stop is already on its way
@@ -168,9 +171,9 @@ class Engine:
                            self.temperatures[trial.island], sigma, epoch, island.head, self.rng.random)
         verdict = bet_verdict(trial, verdict, island.bet, island.head, self.temperatures[trial.island],
                               self.cfg.selection.bet_max_credit, epoch)
-        again = readmission(trial, verdict, island.population, epoch)
+        again = readmission(trial, verdict, island.population, island.head, epoch)
         if again is not None and not self.stop.requested:
-            verdict = replace(verdict, reason=verdict.reason + "; trained again in the new epoch")
+            verdict = replace(verdict, reason=verdict.reason + "; queued to train again in the new epoch")
             scheduler.readmit(trial.island, again)
         exp = recorder.record(trial, verdict)
         for event in epochs.after(recorder.state, trial.island, frozenset(scheduler.retired)):

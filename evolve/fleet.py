@@ -3,7 +3,9 @@ node loss and retirement."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -109,7 +111,11 @@ class Fleet:
                       configure_logging=True, logging_level="warning")
         if self.cfg.ray.address is None:
             kwargs["object_store_memory"] = self.cfg.ray.object_store_mb * 1024 * 1024
+        # ray.init installs its own SIGTERM handler (sys.exit(15), no graceful stop): keep ours.
+        ours = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
         ray.init(**kwargs)
+        if ours is not None:
+            signal.signal(signal.SIGTERM, ours)
 
     def _placement(self) -> dict[str, float]:
         """What each island asks Ray for: a GPU share where there are GPUs, else a CPU fraction."""

@@ -15,6 +15,7 @@ EARLY_STOPPED = "early-stopped"   # an outcome (island.summary.Status.EARLY_STOP
 # A worse child a hot island took as its new head (evolve/tempering.py): not believed to be an
 # improvement, so results.tsv (keep/discard/crash only) writes it as discard, "explore: ..."
 EXPLORE = "explore"
+NOT_ADMITTED = "not admitted:"   # how a stale would-be keep's reason starts (evolve/trial.py)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from .selection import BaselineRun, baseline_plan
 from .state import RunState
 from .stop import Stop, StopReason
 from .transcripts import Transcripts
-from .trial import RERUN_SEED_STRIDE, Trial
+from .trial import RERUN_SEED_STRIDE, Trial, still_there
 from .view import say
 
 
@@ -164,8 +164,12 @@ class Scheduler:
             return Trial(Job(self.job_id(k), k, self.base_commit, None, b.seed), None)
         if self.state.sigma is None:
             return None  # generation 0 is not complete yet
-        if self.readmitted[k]:
-            return self._trial(k, self.readmitted[k].pop(0))
+        while self.readmitted[k]:
+            again = self.readmitted[k].pop(0)
+            island = self.state.islands[k]
+            if still_there(again.parent, island.population, island.head):
+                return self._trial(k, replace(again, epoch=island.epoch))    # proposed now, in this epoch
+            say(f"island {k}: not training {again.candidate.description!r} again: its parent is gone")
         try:
             if k not in self.prefetch and k not in self.planned:
                 self._plan_next(k)
@@ -317,6 +321,7 @@ class Scheduler:
         alive = [i for i in range(self.n) if i not in self.retired]
         say(f"island {k} is retired: {why}; {len(alive)} islands go on")
         self.planned.discard(k)
+        self.readmitted[k] = []
         if k in self.prefetch:
             self._drop_prefetch(k, f"island retired: {why}")
         owed, self.baselines_left[k] = self.baselines_left[k], []

@@ -177,6 +177,8 @@ class RunState:
             island = self.islands[receiver]
             if commit not in island.population:
                 island.population.add(self._member(commit, val_bpb, sender, ex.after_seq))
+                island.epoch += 1           # a new member, as with migrants
+                island.epoch_cause = f"swapped states with island {sender}"
             island.head = commit if t_receiver > 0 else None
 
     def _observe(self, commit: str, values: list[float]) -> None:

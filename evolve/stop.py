@@ -40,6 +40,7 @@ class Stop:
         self.reason: StopReason | None = None
         self.detail = ""
         self.deadline: float | None = None
+        self.stopping = False     # the graceful stop has begun: a further SIGTERM must not interrupt it
 
     def request(self, reason: StopReason, detail: str = "") -> None:
         if self.reason is None or (reason.is_hard and not self.reason.is_hard):
@@ -63,13 +64,18 @@ class Stop:
 
     @contextmanager
     def sigterm_as_interrupt(self) -> Iterator[None]:
-        """SIGTERM (a scheduler's preemption) stops the run as gracefully as Ctrl-C does."""
-        def on_sigterm(signum, frame):
-            self.request(StopReason.TERMINATED)
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        """SIGTERM (a scheduler's preemption) stops the run as gracefully as Ctrl-C does, for the
+        whole run: it interrupts whatever runs (start-up, the loop) until the graceful stop has
+        begun (`stopping`); from then on it is only recorded, so the stop runs to its end, and the
+        exit code says 143 either way."""
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             yield
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.request(StopReason.TERMINATED)
+        if not self.stopping:
+            self.stopping = True
+            raise KeyboardInterrupt

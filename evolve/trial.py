@@ -10,11 +10,10 @@ from island.fitness import Status
 
 if TYPE_CHECKING:   # only the type: trial.py stays free of git (proposer.py reads the lab)
     from .proposer import Proposal
-from .records import DISCARD, EXPLORE, KEEP
+from .records import DISCARD, EXPLORE, KEEP, NOT_ADMITTED
 from .selection import NOT_REPRODUCIBLE, decide, decide_runs, rerun_reason
 from .tempering import in_sigmas, metropolis_probability
 
-NOT_ADMITTED = "not admitted:"   # how a stale would-be keep's reason starts (results.tsv, the report)
 RERUN_SEED_STRIDE = 10_000   # paired re-runs use fresh seeds that are multiples of this (Scheduler.fresh_seed)
 
 
@@ -183,15 +182,21 @@ def tempered(trial: Trial, verdict: Verdict, temperature: float, sigma: float, i
     return replace(verdict, status=EXPLORE, reason=f"{why}; {verdict.reason}" if verdict.reason else why)
 
 
-def readmission(trial: Trial, verdict: Verdict, population, island_epoch: int) -> Proposal | None:
-    """A stale would-be keep whose parents are all still members of the island's population (the
-    usual case after migrants, which only add members) is trained again, once, as a new experiment
-    of the current epoch: its first run was measured against a population that has since changed,
-    so it is not admitted on that run, but the idea is not lost either. None: nothing to re-train."""
+def readmission(trial: Trial, verdict: Verdict, population, head: str | None, island_epoch: int) -> Proposal | None:
+    """A stale would-be keep whose parent (what it is judged against) is still a member of the
+    island's population or its exploring head (the usual case after migrants, which only add
+    members) is queued to train again, once, as a new experiment of the current epoch: its first
+    run was measured while the population changed, so it is not admitted on that run, but the idea
+    is not lost either. It runs on the island's seed, as its first run did. None: nothing to re-train."""
     proposal = trial.proposal
     if (proposal is None or verdict.status != DISCARD or not verdict.reason.startswith(NOT_ADMITTED)
-            or proposal.readmitted or any(p not in population for p in proposal.candidate.parents)):
+            or proposal.readmitted or not still_there(proposal.parent, population, head)):
         return None
     # its LLM cost is already on the first row; the second row costs only its training
     candidate = replace(proposal.candidate, cost=type(proposal.candidate.cost)())
     return replace(proposal, candidate=candidate, epoch=island_epoch, readmitted=True)
+
+
+def still_there(parent: str, population, head: str | None) -> bool:
+    """Whether a candidate's parent can still be built on: a member of the island or its head."""
+    return bool(parent) and (parent in population or parent == head)

@@ -10,7 +10,9 @@ them alike: `python -m evolve islands=1 llm=none` on the default task (task=tiny
 Then every early-stopped candidate of the `on` run (up to --sample of them) is run again to the end
 with its own seed (evolve.rescore, the run's pinned budget) and judged the way its first run would
 have been (selection.decide against its parent's runs with the run's final sigma): a stopped
-candidate that would have been kept is a false stop.
+candidate that would have been kept is a false stop. Its parent runs again right after it on the
+same seed, and the paired verdict (child re-run against parent re-run) is printed beside it: the
+parent's recorded runs were made under another machine load, which the first verdict mixes in.
 
 Printed: candidates judged, keeps and early stops per hour of each side, and their ratio; the
 false-stop rate as a fraction of would-be keeps (the `on` run's keeps plus its false stops, scaled
@@ -108,20 +110,26 @@ def main() -> None:
     stopped = on["stopped"]
     sample = random.Random(args.seed).sample(stopped, min(args.sample, len(stopped)))
     state = on["state"]
-    false_stops, rerun_failed = [], 0
+    false_stops, paired_false, rerun_failed = [], [], 0
+    noise_k = state_noise_k(out / "on")
     for e in sample:
-        record = rescore(out / "on", [e.commit], seed=e.seed)[0]
-        if record["val_bpb"] is None:
+        parent = e.parent or e.parents[0]
+        # The parent runs again right after the child, on the same seed: the paired verdict compares
+        # two runs made under the same machine load, which the parent's recorded runs were not.
+        child_run, parent_run = rescore(out / "on", [e.commit, parent], seed=e.seed)
+        if child_run["val_bpb"] is None or parent_run["val_bpb"] is None:
             rerun_failed += 1
             continue
-        parent = e.parent or e.parents[0]
-        verdict = decide("ok", [record["val_bpb"]], state.runs_of(parent), state.sigma or 0.0,
-                         state_noise_k(out / "on"))
+        verdict = decide("ok", [child_run["val_bpb"]], state.runs_of(parent), state.sigma or 0.0, noise_k)
+        paired = decide("ok", [child_run["val_bpb"]], [parent_run["val_bpb"]], state.sigma or 0.0, noise_k)
         print(f"  re-run {e.commit[:7]} stopped at {100 * (e.stopped_at or 0):.0f}%: val_bpb "
-              f"{record['val_bpb']:.4f} against its parent's {sum(state.runs_of(parent)) / len(state.runs_of(parent)):.4f}"
-              f" -> {verdict}", flush=True)
+              f"{child_run['val_bpb']:.4f} against its parent's recorded mean "
+              f"{sum(state.runs_of(parent)) / len(state.runs_of(parent)):.4f} -> {verdict}; "
+              f"against its parent re-run on the same seed {parent_run['val_bpb']:.4f} -> {paired}", flush=True)
         if verdict == KEEP:
             false_stops.append(e)
+        if paired == KEEP:
+            paired_false.append(e)
 
     print()
     print(f"| side | wall h | candidates judged | per hour | keeps | keeps per hour | early stops | "
@@ -145,6 +153,12 @@ def main() -> None:
           f"{len(stopped)} stops in all, so about {est_false:.1f} false stops against {would_keep:.1f} would-be keeps = "
           f"{100 * est_false / would_keep if would_keep else 0:.1f}% of would-be keeps (goal < 5%)"
           + (f"; {rerun_failed} re-runs failed" if rerun_failed else ""))
+    est_paired = len(paired_false) * scale
+    would_keep_paired = on["keeps"] + est_paired
+    lo, hi = wilson(len(paired_false), checked)
+    print(f"paired (child and parent re-run together, same seed): {len(paired_false)} of {checked} would have been kept "
+          f"(Wilson 95% [{100 * lo:.0f}%, {100 * hi:.0f}%]), about "
+          f"{100 * est_paired / would_keep_paired if would_keep_paired else 0:.1f}% of would-be keeps (goal < 5%)")
     replay_rule(out / "off", args.budget, ks, 0.3)
 
 

@@ -129,13 +129,13 @@ def test_a_candidate_that_trained_while_migrants_arrived_is_not_admitted_but_tra
         [(e.seq, e.status, e.reason[:80]) for e in state.experiments]
     members = {m.commit for isl in state.islands for m in isl.population.members}
     assert all(e.status == "discard" and e.commit not in members for e in stale)
-    again = [e for e in stale if e.reason.endswith("trained again in the new epoch")]
+    again = [e for e in stale if e.reason.endswith("queued to train again in the new epoch")]
     assert again
     for e in again:
         later = [x for x in state.experiments[e.seq + 1:] if x.island == e.island and x.source_sha256 == e.source_sha256]
         if e.seq < len(state.experiments) - 2:        # the last rows may have ended the run first
             assert len(later) == 1 and later[0].commit != e.commit and later[0].parents == e.parents
-        assert all(not x.reason.endswith("trained again in the new epoch") for x in later)   # once only
+        assert all(not x.reason.endswith("queued to train again in the new epoch") for x in later)   # once only
 
 
 def test_ratchet_keeps_only_strict_gains_and_resets_otherwise(tmp_path: Path, landscape: Path):

@@ -76,6 +76,8 @@ def test_exit_codes_after_sigterm_and_when_every_baseline_fails(tmp_path: Path, 
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_experiments(run_dir, 2)
     proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)        # a second one (a scheduler's impatience) must not break the stop
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-3000:]
     assert "interrupted" in out
@@ -90,6 +92,23 @@ def test_exit_codes_after_sigterm_and_when_every_baseline_fails(tmp_path: Path, 
     again = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=6"))
     assert again.returncode == 1 and "failed on every island" in again.stdout     # a resume (a requeue) too
     assert len(read_tsv(tmp_path / "broken" / "experiments.tsv")) == rows         # and it judged nothing
+
+
+def test_sigterm_during_start_up_exits_143_and_the_run_resumes(tmp_path: Path, landscape: Path):
+    """Ray installs its own SIGTERM handler (exit 15, nothing graceful); ours stays in charge."""
+    run_dir = tmp_path / "early"
+    proc = subprocess.Popen(evolve_cmd(*args(run_dir, landscape, "task.budget_s=0.05", "run.max_experiments=6")),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run_dir / "run.json").exists() and time.time() < deadline:   # the run is open; the fleet starts
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (out[-2000:], err[-2000:])
+    assert not (run_dir / "experiments.tsv").exists() or len(read_tsv(run_dir / "experiments.tsv")) < 6
+    again = run_evolve(*args(run_dir, landscape, "task.budget_s=0.05", "run.max_experiments=6"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(assert_records_agree_with_git(run_dir, 2).experiments) == 6
 
 
 def test_a_hydra_multirun_stops_its_sweep_on_sigterm(tmp_path: Path, landscape: Path):

@@ -234,7 +234,13 @@ def test_sigterm_becomes_a_graceful_interrupt_that_remembers_the_signal():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
     assert stop.reason is StopReason.TERMINATED
-    assert signal.getsignal(signal.SIGTERM) is before      # the handler is only ours while the loop runs
+    assert signal.getsignal(signal.SIGTERM) is before      # the handler is only ours while the run runs
+    graceful = Stop()
+    with graceful.sigterm_as_interrupt():
+        graceful.stopping = True                           # the graceful stop has begun: it is not interrupted
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+    assert graceful.reason is StopReason.TERMINATED and graceful.exit_code == 143
 
 
 def test_a_deadline_in_the_past_requests_a_stop():
@@ -321,16 +327,17 @@ def test_a_stale_would_be_keep_whose_parent_survived_is_trained_again_once_in_th
     assert stale.reason.startswith("not admitted: island 0 received migrants from island 1 while it ran")
     population = Population(4)
     population.add(Member(PARENT, [1.0], 0, 0))
-    again = readmission(trial, stale, population, 1)
+    again = readmission(trial, stale, population, None, 1)
     assert again is not None and again.epoch == 1 and again.candidate.source == trial.proposal.candidate.source
     assert again.candidate.cost.usd == 0 and again.readmitted
     second = Trial(Job("island-0/2", 0, PARENT, again.candidate.source, 7), again)
     arrive(second, 0.95, [1.0], epoch=2)                     # stale again: it is not trained a third time
-    assert readmission(second, second.verdict(SIGMA, RULES, 2, [1.0]), population, 2) is None
-    assert readmission(trial, stale, Population(4), 1) is None           # its parent is gone (a reset)
+    assert readmission(second, second.verdict(SIGMA, RULES, 2, [1.0]), population, None, 2) is None
+    assert readmission(trial, stale, Population(4), None, 1) is None      # its parent is gone (a reset)
+    assert readmission(trial, stale, Population(4), PARENT, 1) is not None   # a hot island's head is still there
     loss = candidate_trial()
     arrive(loss, 1.02, [1.0], epoch=1)
-    assert readmission(loss, loss.verdict(SIGMA, RULES, 1, [1.0]), population, 1) is None
+    assert readmission(loss, loss.verdict(SIGMA, RULES, 1, [1.0]), population, None, 1) is None
 
 
 def test_a_candidate_drawn_before_its_islands_epoch_changed_is_recorded_but_never_admitted():

@@ -258,6 +258,20 @@ def test_a_bet_opens_spends_its_credit_on_its_lineage_and_closes_against_the_cha
     assert state.islands[1].head is None
 
 
+def test_a_row_that_may_never_be_admitted_spends_a_bets_credit_but_is_never_its_best():
+    from dataclasses import replace
+
+    from evolve.bets import OpenBet, spend
+
+    bet = OpenBet("deeper", 3, 1, "o" * 40, 2.2, 2.0, 2)
+    stale = replace(exp(3, 1, "s" * 40, 1.5, DISCARD, parents=("o" * 40,)),
+                    reason="not admitted: island 1 received migrants from island 0 while it ran (epoch 0 -> 1)")
+    outlier = replace(exp(4, 1, "u" * 40, 1.4, KEEP, parents=("o" * 40,)), outlier=True)
+    after = spend(spend(bet, stale), outlier)
+    assert after.spent == 3 and (after.best_commit, after.best_bpb) == ("o" * 40, 2.2)
+    assert spend(bet, exp(5, 1, "t" * 40, 2.1, EXPLORE, parents=("o" * 40,))).best_commit == "t" * 40
+
+
 def test_an_llm_bet_end_to_end_with_the_scripted_server(tmp_path):
     """python -m evolve llm=local against tests/llm_server.py: the hot island's model is told it
     explores and how to bet, opens a bet, its lineage is exempt while the credit lasts, the bet is
