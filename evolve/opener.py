@@ -26,7 +26,7 @@ from .seeds import seed_warning
 from .records import RunStart
 from .state import RunState
 from .view import say
-from .workspace import PACKAGED_TASK, Workspace, changed_settings, pinned_settings
+from .workspace import NEVER_CHANGED, PACKAGED_TASK, Workspace, changed_settings, pinned_settings
 
 PROJECT_PROGRAM = Path(__file__).resolve().parents[1] / "program.md"
 
@@ -89,11 +89,15 @@ def _check_settings(ws: Workspace, now: dict, accept: bool) -> None:
     """A resume measures what the run measured: a changed pinned setting stops it (unless accepted)."""
     changes = changed_settings(ws.manifest.settings, now) if ws.manifest.settings else {}
     if not changes:
-        if not ws.manifest.settings:   # a run made before settings were pinned: pin them now
-            ws.manifest = replace(ws.manifest, settings=now)
+        if set(now) - set(ws.manifest.settings):   # a run made before (some) settings were pinned: pin them now
+            ws.manifest = replace(ws.manifest, settings={**now, **ws.manifest.settings})
             ws.write_manifest()
         return
     listed = "; ".join(f"{key}: the run has {old!r}, this start has {new!r}" for key, (old, new) in changes.items())
+    for key in NEVER_CHANGED:
+        if key in changes:
+            raise ConfigError(f"{key} cannot change on resume: the run's git refs and branches are named after it "
+                              f"({listed}); resume with {key}={changes[key][0]} or start a new run.dir")
     if not accept:
         raise ConfigError(f"{ws.run_dir} was created with other settings ({listed}). Resume with the run's "
                           "values (or drop the overrides), start a new run.dir, or set "

@@ -52,9 +52,16 @@ class Manifest:
 # What a run measures depends on these; they may not change silently between starts of one run.
 # Limits (run.max_experiments, run.hours, llm.max_cost_usd, ...) and operators may.
 PINNED = ("task.preset", "task.dir", "task.budget_s", "task.grace_s", "task.python", "task.evaluator",
-          "task.max_memory_mb", "task.train_constants", "task.prepare_constants", "selection.name",
-          "selection.noise_k", "selection.population_size", "selection.baseline_runs", "selection.min_baselines",
+          "task.max_memory_mb", "task.train_constants", "task.prepare_constants", "task.env", "task.seed_env",
+          "task.curve_pattern", "task.enforce_budget", "task.budget_tolerance", "task.budget_tolerance_s",
+          "task.uncounted_margin", "task.uncounted_margin_s",
+          "selection.name", "selection.noise_k", "selection.population_size", "selection.baseline_runs",
+          "selection.min_baselines", "selection.tournament_size", "selection.confirm_sigmas",
+          "selection.paired_sigmas", "selection.implausible_sigmas", "selection.confirm_runs", "selection.t_max",
+          "selection.bet_max_credit", "early_stop.enabled", "early_stop.k", "early_stop.min_fraction",
           "seed", "run.name")
+# A run's refs are named after run.name: it never changes, not even with run.accept_changed_settings.
+NEVER_CHANGED = ("run.name",)
 
 
 def pinned_settings(cfg) -> dict:

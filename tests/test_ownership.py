@@ -53,10 +53,19 @@ def test_a_resume_with_a_changed_pinned_setting_stops_unless_accepted(tmp_path: 
     done = run_evolve(*args(run_dir, landscape, "task.budget_s=0.05", "run.max_experiments=4"))
     assert done.returncode == 0, done.stderr[-3000:]
     journal = (run_dir / "journal.jsonl").read_bytes()
-    changed = run_evolve(*args(run_dir, landscape, "task.budget_s=0.1", "selection.noise_k=2", "run.max_experiments=6"))
+    changed = run_evolve(*args(run_dir, landscape, "task.budget_s=0.1", "selection.noise_k=2", "selection.t_max=5",
+                               "early_stop.enabled=true", "run.max_experiments=6"))
     assert changed.returncode == 2
     assert "task.budget_s: the run has 0.05, this start has 0.1" in changed.stderr
     assert "selection.noise_k: the run has 1.0, this start has 2" in changed.stderr
+    assert "selection.t_max: the run has " in changed.stderr and "this start has 5" in changed.stderr
+    assert "early_stop.enabled: the run has False, this start has True" in changed.stderr
+    renamed = run_evolve(*args(run_dir, landscape, "task.budget_s=0.05", "run.name=other", "run.max_experiments=6",
+                               "run.accept_changed_settings=true"))
+    assert renamed.returncode == 2 and "run.name cannot change on resume" in renamed.stderr
+    more_islands = run_evolve("+islands=3", *args(run_dir, landscape, "task.budget_s=0.05")[1:])
+    assert more_islands.returncode == 2 and "islands=3 does not match" in more_islands.stderr
+    assert "islands=2" in more_islands.stderr
     assert (run_dir / "journal.jsonl").read_bytes() == journal              # nothing ran
     limits_only = run_evolve(*args(run_dir, landscape, "task.budget_s=0.05", "run.max_experiments=5"))
     assert limits_only.returncode == 0, limits_only.stderr[-3000:]         # limits may change
