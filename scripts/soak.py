@@ -80,8 +80,11 @@ class Driver:
 
     def __init__(self, args: list[str], log: Path):
         self.log = open(log, "a")
+        # SIGINT back to its default: a soak started in the background (`nohup ... &`) inherits it
+        # ignored, and a driver that ignores Ctrl-C would make every interrupt fault a hang.
         self.proc = subprocess.Popen([sys.executable, "-m", "evolve", *args], cwd=ROOT, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def alive(self) -> bool:
         return self.proc.poll() is None
