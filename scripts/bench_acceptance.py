@@ -58,6 +58,7 @@ CONFIGS: dict[str, tuple[int, list[str]]] = {
     "ratchet": (1, ["selection=ratchet"]),
     "noise_k0": (2, ["selection.noise_k=0"]),
 }
+REQUEUED = "queued to train again in the new epoch"   # evolve/engine.py
 GOALS = {"precision": 0.90, "power": 0.80, "optimism": 0.25, "runs": 1.5}
 
 
@@ -111,10 +112,12 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
     for e in state.experiments:
         if e.is_baseline or e.outcome != "ok":
             continue
+        tally.fitness_runs += 1 + len(e.reruns) + len(getattr(e, "parent_reruns", ()))
+        if e.reason.endswith(REQUEUED):
+            continue     # stale (its island changed while it ran): the same code is judged on its next row
         effect = true_value(e.commit) - true_value(e.parents[0])
         kept = e.status == "keep"
         tally.candidates += 1
-        tally.fitness_runs += 1 + len(e.reruns) + len(getattr(e, "parent_reruns", ()))
         tally.keeps += kept
         if effect < -sigma:          # a real gain (a step of 3 sigma)
             tally.gains += 1
