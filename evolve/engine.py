@@ -84,15 +84,17 @@ class Engine:
             return state
         prepare_task_data(opened)
         fleet = Fleet(cfg, opened.workspace, self.run_dir, opened.task_env)
+        # An interrupt while the fleet starts leaves through __main__ (exit 130, or 143 for SIGTERM):
+        # nothing ran yet, and shutting down a Ray that is half-way through ray.init can crash it.
+        for k, why in fleet.start().items():
+            scheduler.retire(k, None, why)
+        used = state.seconds_run()
+        self.stop.set_deadline(cfg.run.hours, used)
+        if cfg.run.hours and used:
+            say(f"run.hours={cfg.run.hours:g} counts every start: {used / 3600:.3f} h ran before this one")
         view = LiveView(state, self.n, cfg.run.max_experiments, self.run_dir,
                         live=cfg.run.live and sys.stdout.isatty())
         try:
-            for k, why in fleet.start().items():
-                scheduler.retire(k, None, why)
-            used = state.seconds_run()
-            self.stop.set_deadline(cfg.run.hours, used)
-            if cfg.run.hours and used:
-                say(f"run.hours={cfg.run.hours:g} counts every start: {used / 3600:.3f} h ran before this one")
             with view:
                 self._loop(fleet, scheduler, recorder, epochs, view)
             if len(scheduler.retired) == self.n:
