@@ -198,7 +198,9 @@ def main() -> int:
                 return 1
         else:
             code = driver.interrupt()
-            if code != 130:  # Ctrl-C always exits 130, in start-up, the loop or the graceful stop
+            # Ctrl-C exits 130 once evolve has started; -2 (killed by SIGINT) is Python's own answer
+            # to a Ctrl-C that lands while it is still importing, before evolve runs at all.
+            if code not in (130, -signal.SIGINT):
                 print(f"Ctrl-C ended the driver with code {code}; see {log}", flush=True)
                 return 1
         driver = Driver(args, log)
@@ -223,7 +225,7 @@ def main() -> int:
     print(f"| final Ctrl-C exit code | {code} |")
     for key, value in result.items():
         print(f"| {key} | {value} |")
-    bad = code != 130 or any(result[k] for k in result if k not in ("experiments", "crashes recorded"))
+    bad = code not in (130, -signal.SIGINT) or any(result[k] for k in result if k not in ("experiments", "crashes recorded"))
     print("\nsoak:", "FAILED" if bad else "ok (records lost: 0)")
     return 1 if bad else 0
 
