@@ -13,6 +13,7 @@ multirun stops its sweep there).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -89,15 +90,38 @@ def main(cfg: DictConfig) -> None:
               f"error: the disk of {run_dir} is full: {e}. Nothing was half-written; free some space "
               "and run the same command again to resume.", file=sys.stderr)
         sys.exit(1)
+    except SystemExit as e:
+        # Ray's own SIGTERM handler, active while ray.init runs, exits 15: a SIGTERM all the same
+        if e.code != signal.SIGTERM or engine is None:
+            raise
+        print("\n[evolve] stopped by SIGTERM while Ray started; every recorded experiment is kept, rerun the "
+              "same command to resume", file=sys.stderr)
+        _exit_now(143)
     except KeyboardInterrupt:  # before the fleet started, or a second Ctrl-C during the graceful stop
         code = engine.stop.exit_code if engine is not None and engine.stop.exit_code else 130
         how = "SIGTERM" if code == 143 else "Ctrl-C"
         print(f"\n[evolve] stopped by {how} before the run could stop gracefully; every recorded experiment "
               "is kept, rerun the same command to resume", file=sys.stderr)
-        sys.exit(code)
+        _exit_now(code)
     if engine.stop.exit_code:
         # SystemExit is not an Exception: it passes through Hydra's multirun and ends the sweep.
         sys.exit(engine.stop.exit_code)
+
+
+def _exit_now(code: int) -> None:
+    """Exits with `code` after an interrupt that came before the graceful stop could run: Ray is
+    shut down here, and the interpreter's own teardown is skipped, because a Ray interrupted half-way
+    through ray.init can crash in it (a soak saw exit -11 instead of 130 under heavy load)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except BaseException:  # noqa: BLE001 - the exit code is what matters now
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -111,11 +111,20 @@ class Fleet:
                       configure_logging=True, logging_level="warning")
         if self.cfg.ray.address is None:
             kwargs["object_store_memory"] = self.cfg.ray.object_store_mb * 1024 * 1024
-        # ray.init installs its own SIGTERM handler (sys.exit(15), no graceful stop): keep ours.
+        # ray.init installs its own SIGTERM handler (sys.exit(15), no graceful stop; and a SIGTERM
+        # that lands inside ray.init can be swallowed by it): keep ours, during ray.init and after.
         ours = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
-        ray.init(**kwargs)
-        if ours is not None:
-            signal.signal(signal.SIGTERM, ours)
+        ray_utils = getattr(getattr(ray, "_private", None), "utils", None)
+        rays = getattr(ray_utils, "set_sigterm_handler", None)
+        if ours is not None and rays is not None:
+            ray_utils.set_sigterm_handler = lambda handler: None
+        try:
+            ray.init(**kwargs)
+        finally:
+            if rays is not None:
+                ray_utils.set_sigterm_handler = rays
+            if ours is not None:
+                signal.signal(signal.SIGTERM, ours)
 
     def _placement(self) -> dict[str, float]:
         """What each island asks Ray for: a GPU share where there are GPUs, else a CPU fraction."""
