@@ -277,9 +277,11 @@ class Scheduler:
             else:
                 cost = asdict(error.cost) if getattr(error, "cost", None) else {}
                 transcript = getattr(error, "transcript", None) or {}
-        elif control is not None:
+        elif control is not None:   # stop it: before its next request, or by aborting the one in flight
+            control.cancel(reason)
             cost = asdict(control.cost_so_far())
-            reason += " (still waiting for the model: its request was abandoned)"
+        if control is not None and control.aborted:
+            reason += " (still waiting for the model: its request was aborted, the connection to the server closed)"
         path = self.transcripts.keep(k, request.operator_name, transcript, reason)
         self.record(OperatorFailure(island=k, operator=request.operator_name, reason=reason,
                                     after_seq=self.state.next_seq - 1, cost=cost, transcript=path))

@@ -12,7 +12,8 @@ Each POST /v1/chat/completions takes the next behaviour from the script:
     Status(code)         an OpenAI-style error body with that HTTP status (500, 429, ...)
     Garbage()            200 with a body that is not JSON
     Close()              the connection is closed without any response
-    Delay(s, then)       sleep s seconds (interrupted by stop()), then behave as `then`
+    Delay(s, then)       sleep s seconds (interrupted by stop()), then behave as `then`; a client that
+                         closes the connection meanwhile ends it (counted in `disconnects`)
 
 GET /v1/models lists one model, with `max_model_len` (vLLM's field) when `context_tokens` is set.
 
@@ -26,6 +27,8 @@ recorded without their Authorization header; `authorized` says whether one was s
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,6 +86,7 @@ class ScriptedLLM:
         self._script: list[Any] = []
         self._stopping = threading.Event()
         self.requests: list[dict] = []
+        self.disconnects = 0       # requests whose client closed the connection during a Delay
         self.context_tokens: int | None = None   # when set, GET /v1/models reports it as vLLM does (max_model_len)
         self._httpd = self._listen(host, 0)
         self._thread: threading.Thread | None = None
@@ -207,10 +211,25 @@ class ScriptedLLM:
                     return
                 self._behave(server._next(), body)
 
+            def _client_left(self) -> bool:
+                """Whether the client closed its end (readable, and nothing left to read)."""
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], 0)
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
             def _behave(self, behaviour: Any, body: dict) -> None:
                 if isinstance(behaviour, Delay):
-                    if server._stopping.wait(behaviour.seconds):
-                        return
+                    end = time.monotonic() + behaviour.seconds
+                    while time.monotonic() < end:
+                        if server._stopping.wait(min(0.05, max(0.0, end - time.monotonic()))):
+                            return
+                        if self._client_left():
+                            with server._lock:
+                                server.disconnects += 1
+                            self.close_connection = True
+                            return
                     behaviour = behaviour.then
                 if isinstance(behaviour, Close):
                     self.close_connection = True

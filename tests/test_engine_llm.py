@@ -331,6 +331,7 @@ def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path
              "run.max_experiments=10", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.max_wait_s=0.5", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        disconnects = server.disconnects
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_state(run_dir, 1)
     stand_ins = [e for e in state.experiments if e.stand_in_for]
@@ -341,8 +342,10 @@ def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path
     assert transcript["outcome"] == "candidate" and "LEARNING_RATE = 0.004" in transcript["messages"][1]["content"]
     assert transcript["requests"][0]["finish_reason"] == "stop" and transcript["requests"][0]["seconds"] >= 4
     [cancelled] = [f for f in state.events if isinstance(f, OperatorFailure)]
-    assert cancelled.reason.startswith("cancelled: the run ended") and "abandoned" in cancelled.reason
-    assert cancelled.cost["seconds"] > 0
+    assert cancelled.reason.startswith("cancelled: the run ended") and "request was aborted" in cancelled.reason
+    assert cancelled.cost["seconds"] > 0 and disconnects == 1      # the server saw the connection close
+    aborted = json.loads((run_dir / cancelled.transcript).read_text())
+    assert aborted["requests"][-1]["error"].startswith("aborted")
     [by_operator], [by_island] = funnel_rows(state)
     assert (by_operator.requested, by_operator.parsed, by_operator.trained, by_operator.failed) == (2, 1, 1, 1)
     assert by_operator.stand_ins == len(stand_ins) == by_island.stand_ins and by_operator.seconds >= 4
