@@ -67,6 +67,9 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
     assert "# Lessons after 8 experiments" in lessons and any(f"- {d} (+" in lessons for d in kept), lessons
     assert "- crash: RuntimeError: 1 time, e.g. break the run on purpose" in lessons, lessons
     assert any("# Lessons of this run so far" in p for p in prompts[2:])
+    from evolve.report.data import read_run
+    from evolve.report.page import render_meta
+    assert '<a href="../lessons.md">lessons.md</a>' in render_meta(read_run(run_dir))   # the report links it
     # focus=areas (issue 19 item 4): each island's prompts carry its own focus, recorded per experiment
     assert {e.island: e.focus.split(" (")[0] for e in llm} == {0: "the model architecture", 1: "the optimizer"}
     assert all("This island's research focus: the " in p for p in prompts)
