@@ -103,12 +103,13 @@ def test_stable_parts_come_first_and_the_base_parent_says_so(tmp_path: Path):
     assert "Training right now" not in prompt and "best other members" not in prompt   # nothing to say: left out
 
 
-def test_a_crossover_that_cannot_run_falls_back_and_says_why(tmp_path: Path):
+def test_a_crossover_that_cannot_run_falls_back_and_says_why(tmp_path: Path, monkeypatch):
     """Issue 19: a crossover drawn without a second parent other than the first, or with parents that
     have nothing to combine, is never sent to the model; the request names what it fell back from
     and why (the scheduler records it as an OperatorFallback event). A real crossover is not touched."""
     from evolve.llm_choice import LLMChoice
 
+    monkeypatch.setattr("evolve.proposer.load_litellm", lambda: None)   # no model is called: no import
     run = Run(tmp_path)
     choice = LLMChoice(model="openai/test-model", api_base="http://127.0.0.1:9/v1", why="test")
     proposer = Proposer(run.lab, config(), choice, random.Random(0), tmp_path, "Lower val_bpb.", base_commit=run.base)
