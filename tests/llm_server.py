@@ -87,6 +87,7 @@ class ScriptedLLM:
         self._stopping = threading.Event()
         self.requests: list[dict] = []
         self.disconnects = 0       # requests whose client closed the connection during a Delay
+        self._connections: set = set()   # open client connections (HTTP/1.1 keeps them alive)
         self.context_tokens: int | None = None   # when set, GET /v1/models reports it as vLLM does (max_model_len)
         self._httpd = self._listen(host, 0)
         self._thread: threading.Thread | None = None
@@ -134,11 +135,19 @@ class ScriptedLLM:
             self._thread.join(timeout=5)
 
     def go_away(self) -> None:
-        """Close the listening socket: new connections are refused until come_back()."""
+        """Close the listening socket and every open connection, as a server that dies does: new
+        connections are refused until come_back() (a kept-alive connection is not served on)."""
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def come_back(self) -> None:
         host, port = self._httpd.server_address[:2]
@@ -169,6 +178,19 @@ class ScriptedLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def log_message(self, *args) -> None:  # quiet
                 pass

@@ -711,3 +711,18 @@ def test_a_request_in_flight_is_aborted_when_the_proposal_is_cancelled(server):
     while server.disconnects == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.disconnects == 1 and len(server.chat_requests) == 1
+
+
+def test_an_endpoint_that_goes_away_fails_fast_even_on_a_kept_alive_connection(server):
+    """Requests share one HTTP client (one event loop), so its connection to the server is kept
+    alive between proposals; a server that dies closes it, and the next proposal fails at once as a
+    connection error, then works again when the server is back."""
+    server.script(Reply(GOOD_REPLY), Reply(GOOD_REPLY))
+    propose(mutation(server, num_retries=0), [parent()], context())
+    server.go_away()
+    began = time.monotonic()
+    with pytest.raises(NoCandidate, match="(?i)connect"):
+        propose(mutation(server, num_retries=0), [parent()], context())
+    assert time.monotonic() - began < 8
+    server.come_back()
+    assert propose(mutation(server, num_retries=0), [parent()], context()).description == "MATRIX_LR 0.04 -> 0.06"
