@@ -253,7 +253,8 @@ class LLMConfig:
     api_base: Optional[str] = None
     temperature: float = llm_defaults.DEFAULT_TEMPERATURE          # 0.7
     max_tokens: int = llm_defaults.DEFAULT_MAX_TOKENS              # 8192
-    # Per request; litellm retries 429 / 5xx / timeouts num_retries times with backoff.
+    # Per request. A timeout, a dropped connection, 408 / 409 / 429 or a 5xx is sent again num_retries
+    # times with backoff (operators/llm.py; never a context-length error); litellm's own retries are off.
     timeout_s: float = llm_defaults.DEFAULT_TIMEOUT_S              # 120
     num_retries: int = llm_defaults.DEFAULT_NUM_RETRIES            # 2
     # Times an unmatched SEARCH block is shown back to the model with the nearest lines.

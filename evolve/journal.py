@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from .records import (CRASH, DISCARD, EARLY_STOPPED, EXPLORE, Bet, Exchange, Experiment, LLMSummary, Migration,
-                      NoiseFloor, NoiseUpdate, OperatorFailure, Promotion, Record, Reset, RunStart, from_json, to_json)
+                      NoiseFloor, NoiseUpdate, OperatorFailure, OperatorFallback, Promotion, Record, Reset, RunStart,
+                      from_json, to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
 EXPERIMENTS_COLUMNS = ("seq", "island", "island_seq", "commit", "parents", "operator", "status", "outcome",
@@ -97,6 +98,9 @@ def events_row(record: Record) -> str:
     elif isinstance(record, OperatorFailure):
         reason = record.reason.removeprefix(f"{record.operator}: ")   # the operator's message names it already
         detail = f"island {record.island} {record.operator}: {_clean(reason)} (${record.cost.get('usd', 0.0):.4f})"
+        after = record.after_seq
+    elif isinstance(record, OperatorFallback):
+        detail = f"island {record.island} {record.operator} -> {record.fallback}: {_clean(record.reason)}"
         after = record.after_seq
     elif isinstance(record, LLMSummary):
         detail = (f"lessons.md summary {'failed: ' + _clean(record.reason) if record.reason else 'written'} "

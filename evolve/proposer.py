@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from island.summary import log_tail, read_log
 from operators.candidate import (Attempt, Candidate, LineageStep, NoCandidate, Parent, Peer, ProposalContext,
                                  ProposalControl)
+from operators.edits import same_program
 from operators.llm import LLMSummary, load_litellm
 from operators.prompts import MAX_HISTORY
 from operators.registry import make_operator
@@ -52,6 +53,8 @@ class Proposal:
     transcript: str = ""  # where its LLM requests and replies are kept (run-dir relative)
     stand_in_for: str = ""   # offline: the LLM operator whose proposal was not ready when the island freed up
     readmitted: bool = False   # trained again after its first run went stale (trial.readmission)
+    fallback_from: str = ""  # a crossover was drawn but could not run; this candidate was made instead
+    fallback_reason: str = ""
 
     @property
     def source_sha256(self) -> str:
@@ -68,6 +71,8 @@ class Request:
     context: ProposalContext
     seed: int
     epoch: int = 0
+    fallback_from: str = ""     # the crossover drawn, when it could not run and `operator` replaces it
+    fallback_reason: str = ""
 
     @property
     def operator_name(self) -> str:
@@ -77,7 +82,8 @@ class Request:
         candidate = self.operator.propose(self.parents, random.Random(self.seed), context=self.context)
         best = min(self.parents, key=lambda p: p.val_bpb)
         return Proposal(candidate=candidate, parent_bpb=best.val_bpb, epoch=self.epoch, parent=best.commit,
-                        focus=self.context.focus)
+                        focus=self.context.focus, fallback_from=self.fallback_from,
+                        fallback_reason=self.fallback_reason)
 
 
 def lineage_commits(by_commit: dict, commit: str) -> list[str]:
@@ -216,13 +222,32 @@ class Proposer:
             raise NoCandidate("no evaluated train.py to start from (every baseline failed)")
         return champion
 
-    def _second_parent(self, state: RunState, island: int, first: Member) -> Member | None:
+    def _second_parent(self, state: RunState, island: int, first: Member) -> tuple[Member | None, str]:
+        """(the second parent, "") or (None, why there is none)."""
         others = [isl for isl in state.islands if isl.index != island and len(isl.population)]
         if self.crossover_other_island and others:
-            second = self.rng.choice(others).population.select_parent(self.tournament_size, self.rng)
-            return second if second.commit != first.commit else None
+            other = self.rng.choice(others)
+            second = other.population.select_parent(self.tournament_size, self.rng)
+            if second.commit != first.commit:
+                return second, ""
+            return None, (f"the second parent drawn (from island {other.index}) is the first one, "
+                          f"{first.commit[:7]}: both islands hold that commit")
         rest = [m for m in state.islands[island].population.members if m.commit != first.commit]
-        return self.rng.choice(rest) if rest else None
+        if rest:
+            return self.rng.choice(rest), ""
+        return None, f"island {island} has no member other than the first parent {first.commit[:7]}"
+
+    @staticmethod
+    def _nothing_to_combine(parents: list[Parent], ancestor: str | None) -> str:
+        """Why two parents give a crossover nothing to combine ("" when they do): the same train.py,
+        or one of them unchanged since their common ancestor."""
+        first, second = parents
+        if same_program(first.source, second.source):
+            return f"parents {first.commit[:7]} and {second.commit[:7]} have the same train.py"
+        for parent in parents:
+            if ancestor is not None and same_program(parent.source, ancestor):
+                return f"parent {parent.commit[:7]} has no change since the common ancestor: nothing to combine"
+        return ""
 
     def context(self, state: RunState, island: int, parents: list[Parent], shown: int = MAX_HISTORY,
                 in_flight: tuple[Peer, ...] = ()) -> ProposalContext:
@@ -278,9 +303,11 @@ class Proposer:
         operator = self._operator(operator_name, island)
         first = self._draw(state, island)
         members = [first]
+        fallback_from = fallback_reason = ""
         if operator.arity == 2:
-            second = self._second_parent(state, island, first)
-            if second is None:
+            second, why = self._second_parent(state, island, first)
+            if second is None:   # recorded as an OperatorFallback by the scheduler
+                fallback_from, fallback_reason = operator.name, why
                 operator = self._operator(FALLBACK_OPERATOR, island)
             else:
                 members.append(second)
@@ -289,8 +316,14 @@ class Proposer:
         parents = [self._parent(m, by_commit) for m in members]
         context = (self.context(state, island, parents, getattr(operator, "max_history", MAX_HISTORY), in_flight)
                    if llm else ProposalContext(island=island))
+        if llm and len(parents) == 2:   # no request for a crossover that has nothing to combine
+            why = self._nothing_to_combine(parents, context.common_ancestor_source)
+            if why:
+                fallback_from, fallback_reason = operator.name, why
+                operator, parents = self._operator(FALLBACK_OPERATOR, island), parents[:1]
+                context = ProposalContext(island=island)
         return Request(island, operator, parents, context, seed=self.rng.randrange(2**32),
-                       epoch=state.islands[island].epoch)
+                       epoch=state.islands[island].epoch, fallback_from=fallback_from, fallback_reason=fallback_reason)
 
     def propose_offline(self, state: RunState, island: int, seen: set[str]) -> Proposal:
         """A fresh offline candidate, re-drawn while it duplicates an already measured train.py."""
@@ -300,10 +333,11 @@ class Proposer:
             name = self.rng.choices(names, weights=[self.offline_weights[n] for n in names])[0]
             try:
                 proposal = self.prepare(state, island, name).run()
-            except NoCandidate:
+            except NoCandidate as e:
                 if name == FALLBACK_OPERATOR:
                     raise
-                proposal = self.prepare(state, island, FALLBACK_OPERATOR).run()
+                proposal = replace(self.prepare(state, island, FALLBACK_OPERATOR).run(), fallback_from=name,
+                                   fallback_reason=str(e).removeprefix(f"{name}: "))
             if proposal.source_sha256 not in seen:
                 break
         return proposal

@@ -169,6 +169,19 @@ class OperatorFailure:
 
 
 @dataclass(frozen=True)
+class OperatorFallback:
+    """A crossover drawn for an island that could not run (no second parent other than the first,
+    or parents with nothing to combine): the island trained an offline candidate instead."""
+
+    island: int
+    operator: str                 # the operator drawn (llm_crossover, crossover)
+    fallback: str                 # the operator that made the candidate instead (perturb, crossover)
+    reason: str
+    after_seq: int
+    kind: str = "operator_fallback"
+
+
+@dataclass(frozen=True)
 class Promotion:
     """A champion trained at promote.factor times the budget next to the base commit at the same
     budget and seed: does its gain at the search's budget hold at the longer one?"""
@@ -210,10 +223,11 @@ class RunStart:
     kind: str = "start"
 
 
-Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, Exchange, Bet, OperatorFailure, Promotion,
-               LLMSummary, RunStart]
+Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, Exchange, Bet, OperatorFailure,
+               OperatorFallback, Promotion, LLMSummary, RunStart]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "noise": NoiseUpdate, "migration": Migration,
           "reset": Reset, "exchange": Exchange, "bet": Bet, "operator_failure": OperatorFailure,
+          "operator_fallback": OperatorFallback,
           "promotion": Promotion, "llm_summary": LLMSummary, "start": RunStart}
 _TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns", "temperatures"}
 

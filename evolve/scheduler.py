@@ -17,7 +17,7 @@ from .curves import CurveBook
 from .promotion import PromotionTrial, due_promotion
 from .config import OnMaxCost
 from .proposer import Proposal, Proposer, Request, is_llm
-from .records import OperatorFailure, Record
+from .records import OperatorFailure, OperatorFallback, Record
 from .epochs import baseline_cap
 from .selection import BaselineRun, baseline_plan
 from .state import RunState
@@ -68,6 +68,7 @@ class Scheduler:
         self.seen = {e.source_sha256 for e in state.experiments} | {base_sha256}   # train.py files measured
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
         self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
+        self.fallbacks: dict[int, tuple[str, str]] = {}   # island -> (crossover drawn, why it could not run)
         self.retired: set[int] = set()     # islands gone for good (lost node, full node disk, nothing to propose)
         self.running: dict[int, Trial] = {}   # island -> the trial it trains now (shown to the LLM)
         self.readmitted: dict[int, list[Proposal]] = {k: [] for k in range(self.n)}   # trained again next (trial.readmission)
@@ -192,6 +193,7 @@ class Scheduler:
             say(f"island {k} cannot propose anything ({e}); it stops")
             self.retired.add(k)
             return None
+        self._record_fallbacks(k, proposal)
         self.seen.add(proposal.source_sha256)
         return self._trial(k, proposal)
 
@@ -225,7 +227,21 @@ class Scheduler:
             request = self.proposer.prepare(self.state, k, name, self.in_flight())
         except NoCandidate:
             return  # nothing to build on yet; the island proposes offline when it is idle
+        if request.fallback_from:   # a crossover that cannot run: offline when idle, recorded then
+            self.fallbacks[k] = (request.fallback_from, request.fallback_reason)
+            self.planned.add(k)
+            return
         self.prefetch[k] = (_in_background(request.run), request)
+
+    def _record_fallbacks(self, k: int, proposal: Proposal) -> None:
+        """Records each crossover drawn for this candidate that could not run (an LLM one at planning,
+        an offline one inside propose_offline) and the operator that made the candidate instead."""
+        drawn = [self.fallbacks.pop(k)] if k in self.fallbacks else []
+        if proposal.fallback_from:
+            drawn.append((proposal.fallback_from, proposal.fallback_reason))
+        for operator, reason in drawn:
+            self.record(OperatorFallback(island=k, operator=operator, fallback=proposal.candidate.operator,
+                                         reason=reason[:500], after_seq=self.state.next_seq - 1))
 
     def _waited_enough(self, k: int) -> bool:
         """With prefetch, an idle island waits at most llm.max_wait_s for its LLM proposal (without
@@ -275,9 +291,11 @@ class Scheduler:
             else:
                 cost = asdict(error.cost) if getattr(error, "cost", None) else {}
                 transcript = getattr(error, "transcript", None) or {}
-        elif control is not None:
+        elif control is not None:   # stop it: before its next request, or by aborting the one in flight
+            control.cancel(reason)
             cost = asdict(control.cost_so_far())
-            reason += " (still waiting for the model: its request was abandoned)"
+        if control is not None and control.aborted:
+            reason += " (still waiting for the model: its request was aborted, the connection to the server closed)"
         path = self.transcripts.keep(k, request.operator_name, transcript, reason)
         self.record(OperatorFailure(island=k, operator=request.operator_name, reason=reason,
                                     after_seq=self.state.next_seq - 1, cost=cost, transcript=path))
@@ -322,6 +340,7 @@ class Scheduler:
         say(f"island {k} is retired: {why}; {len(alive)} islands go on")
         self.planned.discard(k)
         self.readmitted[k] = []
+        self.fallbacks.pop(k, None)
         if k in self.prefetch:
             self._drop_prefetch(k, f"island retired: {why}")
         owed, self.baselines_left[k] = self.baselines_left[k], []

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .bets import OpenBet, spend
 from .population import Member, Population, hall_of_fame
 from .records import (CRASH, DISCARD, EXPLORE, KEEP, Bet, Exchange, Experiment, LLMSummary, Migration, NoiseFloor,
-                      NoiseUpdate, OperatorFailure, Promotion, Record, Reset, RunStart)
+                      NoiseUpdate, OperatorFailure, OperatorFallback, Promotion, Record, Reset, RunStart)
 
 
 @dataclass
@@ -112,6 +112,8 @@ class RunState:
         elif isinstance(record, OperatorFailure):
             self.islands[record.island].operator_failures += 1
             self.islands[record.island].llm_usd += record.cost.get("usd", 0.0)
+            self.events.append(record)
+        elif isinstance(record, OperatorFallback):
             self.events.append(record)
         elif isinstance(record, Promotion):
             self.promotions.append(record)

@@ -47,22 +47,45 @@ class NoCandidate(Exception):
 
 class ProposalControl:
     """Shared between the engine and one LLM proposal running on a worker thread: the engine may
-    cancel it (checked before each request), and the proposal publishes what it has cost so far."""
+    cancel it (checked before each request; a request in flight, attached here, is aborted), and
+    the proposal publishes what it has cost so far."""
 
     def __init__(self) -> None:
         self.cancelled = threading.Event()
         self.why = ""
         self.cost = Cost()
         self.started = time.monotonic()
+        self.aborted = 0                 # requests cancelled while at the server
+        self._lock = threading.Lock()
+        self._requests: set = set()      # concurrent.futures.Future of each request in flight
 
     def cost_so_far(self) -> Cost:
         """What the proposal has cost until now: the calls it finished, and the time since it began."""
         return Cost(self.cost.prompt_tokens, self.cost.completion_tokens, self.cost.usd,
                     time.monotonic() - self.started)
 
+    @property
+    def in_request(self) -> bool:
+        """Whether a request of the proposal is at the server now."""
+        with self._lock:
+            return bool(self._requests)
+
+    def attach(self, request) -> None:
+        """A request went out (a Future whose cancel() aborts it); cancelled at once if the proposal is."""
+        with self._lock:
+            self._requests.add(request)
+            if self.cancelled.is_set() and request.cancel():
+                self.aborted += 1
+
+    def detach(self, request) -> None:
+        with self._lock:
+            self._requests.discard(request)
+
     def cancel(self, why: str) -> None:
-        self.why = why
-        self.cancelled.set()
+        with self._lock:
+            self.why = why
+            self.cancelled.set()
+            self.aborted += sum(request.cancel() for request in self._requests)
 
 
 @dataclass(frozen=True)

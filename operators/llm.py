@@ -40,8 +40,12 @@ to what the context has left.
 
 Transcripts and cancellation: Candidate.transcript (and NoCandidate.transcript) holds every message
 and each request's outcome, redacted; the engine keeps it under the run dir. A ProposalControl in
-the context lets the engine cancel a proposal (it stops before its next request) and read its
-cost so far.
+the context lets the engine cancel a proposal and read its cost so far: it stops before its next
+request, and a request already at the server is aborted. Each request is `litellm.acompletion`
+run on one background event loop (`io_loop`) while the proposal's thread waits for it, so that
+cancelling it cancels its asyncio task, and the HTTP client then closes the connection (llama.cpp
+and vLLM stop generating for a closed connection); a blocking `litellm.completion` could not be
+interrupted from another thread.
 
 Cost: Candidate.cost sums the usage tokens of every round, the dollars litellm.completion_cost
 prices them at (0.0 for models it does not know, e.g. a local server) and the proposal's wall
@@ -56,6 +60,8 @@ LITELLM_LOCAL_MODEL_COST_MAP=True unless set otherwise, so nothing is fetched at
 """
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import logging
 import os
@@ -94,6 +100,19 @@ EDIT_FORMATS = ("search_replace", "constants")
 
 _litellm = None
 _litellm_lock = threading.Lock()
+_io_loop: asyncio.AbstractEventLoop | None = None
+
+
+def io_loop() -> asyncio.AbstractEventLoop:
+    """The event loop every LLM request runs on (one daemon thread for the process, started on first
+    use): proposals' threads hand it their requests and wait, so a request can be cancelled."""
+    global _io_loop
+    with _litellm_lock:
+        if _io_loop is None or _io_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="llm-io", daemon=True).start()
+            _io_loop = loop
+    return _io_loop
 
 
 def load_litellm():
@@ -296,8 +315,14 @@ class _Conversation:
             self.calls += 1
             began = time.monotonic()
             try:
-                response = litellm.completion(**op.completion_kwargs(self.messages, max_tokens))
+                response = self._request(litellm, op.completion_kwargs(self.messages, max_tokens))
                 break
+            except concurrent.futures.CancelledError:   # the engine cancelled the proposal meanwhile
+                self.records.append({"max_tokens": max_tokens, "seconds": round(time.monotonic() - began, 3),
+                                     "error": "aborted: the proposal was cancelled (connection closed)"})
+                raise self.fail(f"cancelled: {self.control.why or 'the run no longer needs it'} (its request "
+                                f"was aborted after {time.monotonic() - began:.1f} s: the connection to the "
+                                f"server was closed)") from None
             except Exception as error:  # every litellm / provider / transport error
                 why = describe_error(error)
                 self.records.append({"max_tokens": max_tokens, "seconds": round(time.monotonic() - began, 3),
@@ -326,6 +351,18 @@ class _Conversation:
         self.messages.append({"role": "assistant", "content": text})
         self._publish()
         return text, finish
+
+    def _request(self, litellm, kwargs: dict) -> Any:
+        """One litellm request, on the shared event loop; the proposal's ProposalControl may cancel it
+        (concurrent.futures.CancelledError here, and the connection closed)."""
+        future = asyncio.run_coroutine_threadsafe(litellm.acompletion(**kwargs), io_loop())
+        if self.control is None:
+            return future.result()
+        self.control.attach(future)
+        try:
+            return future.result()
+        finally:
+            self.control.detach(future)
 
     def _account(self, litellm, response: Any) -> None:
         usage = getattr(response, "usage", None)

@@ -12,7 +12,8 @@ Each POST /v1/chat/completions takes the next behaviour from the script:
     Status(code)         an OpenAI-style error body with that HTTP status (500, 429, ...)
     Garbage()            200 with a body that is not JSON
     Close()              the connection is closed without any response
-    Delay(s, then)       sleep s seconds (interrupted by stop()), then behave as `then`
+    Delay(s, then)       sleep s seconds (interrupted by stop()), then behave as `then`; a client that
+                         closes the connection meanwhile ends it (counted in `disconnects`)
 
 GET /v1/models lists one model, with `max_model_len` (vLLM's field) when `context_tokens` is set.
 
@@ -26,6 +27,8 @@ recorded without their Authorization header; `authorized` says whether one was s
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,6 +86,8 @@ class ScriptedLLM:
         self._script: list[Any] = []
         self._stopping = threading.Event()
         self.requests: list[dict] = []
+        self.disconnects = 0       # requests whose client closed the connection during a Delay
+        self._connections: set = set()   # open client connections (HTTP/1.1 keeps them alive)
         self.context_tokens: int | None = None   # when set, GET /v1/models reports it as vLLM does (max_model_len)
         self._httpd = self._listen(host, 0)
         self._thread: threading.Thread | None = None
@@ -130,11 +135,19 @@ class ScriptedLLM:
             self._thread.join(timeout=5)
 
     def go_away(self) -> None:
-        """Close the listening socket: new connections are refused until come_back()."""
+        """Close the listening socket and every open connection, as a server that dies does: new
+        connections are refused until come_back() (a kept-alive connection is not served on)."""
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def come_back(self) -> None:
         host, port = self._httpd.server_address[:2]
@@ -165,6 +178,19 @@ class ScriptedLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def log_message(self, *args) -> None:  # quiet
                 pass
@@ -207,10 +233,25 @@ class ScriptedLLM:
                     return
                 self._behave(server._next(), body)
 
+            def _client_left(self) -> bool:
+                """Whether the client closed its end (readable, and nothing left to read)."""
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], 0)
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+
             def _behave(self, behaviour: Any, body: dict) -> None:
                 if isinstance(behaviour, Delay):
-                    if server._stopping.wait(behaviour.seconds):
-                        return
+                    end = time.monotonic() + behaviour.seconds
+                    while time.monotonic() < end:
+                        if server._stopping.wait(min(0.05, max(0.0, end - time.monotonic()))):
+                            return
+                        if self._client_left():
+                            with server._lock:
+                                server.disconnects += 1
+                            self.close_connection = True
+                            return
                     behaviour = behaviour.then
                 if isinstance(behaviour, Close):
                     self.close_connection = True

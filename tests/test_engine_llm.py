@@ -67,6 +67,9 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
     assert "# Lessons after 8 experiments" in lessons and any(f"- {d} (+" in lessons for d in kept), lessons
     assert "- crash: RuntimeError: 1 time, e.g. break the run on purpose" in lessons, lessons
     assert any("# Lessons of this run so far" in p for p in prompts[2:])
+    from evolve.report.data import read_run
+    from evolve.report.page import render_meta
+    assert '<a href="../lessons.md">lessons.md</a>' in render_meta(read_run(run_dir))   # the report links it
     # focus=areas (issue 19 item 4): each island's prompts carry its own focus, recorded per experiment
     assert {e.island: e.focus.split(" (")[0] for e in llm} == {0: "the model architecture", 1: "the optimizer"}
     assert all("This island's research focus: the " in p for p in prompts)
@@ -185,52 +188,130 @@ def test_a_candidate_that_trains_outside_the_counted_time_is_over_budget(tmp_pat
     assert honest.outcome == "ok"
 
 
-def test_llm_replies_in_real_models_shapes_become_candidates(tmp_path: Path):
-    """Issue 19: a diff with wrong line numbers, a think block before a ~~~ whole file, a reply cut
-    off at max_tokens and continued, bare @@ hunks and an echoed format example, through a whole run."""
+# The landscape task with two small functions, so that a SEARCH can be ambiguous ("    return value"
+# is in both) and indented lines can be matched with tabs.
+FUNCTIONS = "\n\ndef width():\n    value = WIDTH\n    return value\n\n\ndef decay():\n    value = DECAY\n    return value\n"
+
+
+def shapes_task(tmp_path: Path) -> tuple[Path, str]:
     task = tmp_path / "task"
     shutil.copytree(LANDSCAPE, task)
+    source = (task / "train.py").read_text().replace("DECAY = 0.1\n", "DECAY = 0.1\n" + FUNCTIONS)
+    source = source.replace('"WIDTH": WIDTH, "DECAY": DECAY', '"WIDTH": width(), "DECAY": decay()')
+    (task / "train.py").write_text(source)
+    return task, source
+
+
+def test_llm_replies_in_real_models_shapes_become_candidates(tmp_path: Path):
+    """Issue 19 items 1 and 7: one run (real engine, Ray, git, fitness runs) against the scripted server
+    answering in every reply shape real models send: a ```diff with wrong line numbers, a think block
+    before a ~~~python whole file (that crashes), a reply cut off at max_tokens then continued, an
+    ambiguous SEARCH then fixed, tabs against spaces, a whole file with a genuine "unchanged" comment,
+    bare @@ hunks and an echoed format example. Each shape ends as docs/llm.md says; the run has
+    keeps, discards and a crash."""
+    task, base = shapes_task(tmp_path)
     run_dir = tmp_path / "shapes"
     diff = ("DESCRIPTION: decay 0.1 -> 0.2\n\n```diff\n--- a/train.py\n+++ b/train.py\n@@ -30,3 +30,3 @@\n"
             " WIDTH = 64\n-DECAY = 0.1\n+DECAY = 0.2\n \n```\n")
-    crashing = whole_file("break the run on purpose", "0.004", extra="\nraise RuntimeError('boom')")
-    crashing = crashing.replace("DECAY = 0.1", "DECAY = 0.2").replace("```python", "~~~python").replace("```", "~~~")
+    parent = base.replace("DECAY = 0.1", "DECAY = 0.2")      # the lineage after the diff is kept
+    crashing = f"DESCRIPTION: break the run on purpose\n\n~~~python\n{parent}raise RuntimeError('boom')\n~~~\n"
     think = ("<think>\nA width of 1 would be fast:\ntrain.py\n<<<<<<< SEARCH\nWIDTH = 64\n=======\nWIDTH = 1\n"
              ">>>>>>> REPLACE\nNo.\n</think>\n" + crashing)
     cut = "DESCRIPTION: a far too small learning rate\ntrain.py\n<<<<<<< SEARCH\nLEARNING_RATE = 0.004\n===="
     rest = "===\nLEARNING_RATE = 0.0001\n>>>>>>> REPLACE\n"
-    hunk = "DESCRIPTION: learning rate 0.01\nHere is the change:\n@@ -7 +7 @@\n-LEARNING_RATE = 0.004\n+LEARNING_RATE = 0.01\n"
+    ambiguous = ("DESCRIPTION: width times 1.5\ntrain.py\n<<<<<<< SEARCH\n    return value\n=======\n"
+                 "    return value * 1.5\n>>>>>>> REPLACE\n")
+    fixed = ("DESCRIPTION: width times 1.5\ntrain.py\n<<<<<<< SEARCH\n    value = WIDTH\n    return value\n=======\n"
+             "    value = WIDTH\n    return value * 1.5\n>>>>>>> REPLACE\n")
+    parent = parent.replace("    value = WIDTH\n    return value\n", "    value = WIDTH\n    return value * 1.5\n")
+    tabs = ("DESCRIPTION: decay times 1.5\ntrain.py\n<<<<<<< SEARCH\ndef decay():  \n\tvalue = DECAY\n\treturn value\n"
+            "=======\ndef decay():\n\tvalue = DECAY * 1.5\n\treturn value\n>>>>>>> REPLACE\n")
+    parent = parent.replace("    value = DECAY\n", "    value = DECAY * 1.5\n")
+    unchanged = parent.replace("LEARNING_RATE = 0.004", "# the evaluator stays unchanged; only this file moves\n"
+                               "LEARNING_RATE = 0.02")
+    whole = f"DESCRIPTION: learning rate 0.02\n\n```python\n{unchanged}```\n"
+    hunk = "DESCRIPTION: learning rate 0.03\nHere is the change:\n@@ -7 +7 @@\n-LEARNING_RATE = 0.02\n+LEARNING_RATE = 0.03\n"
     echo = ("DESCRIPTION: <one line, under 100 characters>\ntrain.py\n<<<<<<< SEARCH\n"
             "<lines copied exactly from the current train.py, indentation and comments included>\n=======\n"
             "<the lines that replace them>\n>>>>>>> REPLACE\n")
     with ScriptedLLM() as server:
-        server.script(Reply(diff), Reply(think), Reply(cut, finish_reason="length"), Reply(rest), Reply(hunk),
-                      Reply(echo))
+        server.script(Reply(diff), Reply(think), Reply(cut, finish_reason="length"), Reply(rest), Reply(ambiguous),
+                      Reply(fixed), Reply(tabs), Reply(whole), Reply(hunk), Reply(echo))
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "islands=1", "selection=ratchet", "task=custom", f"task.dir={task}",
-             "task.budget_s=0.05", "run.max_experiments=7", f"run.dir={run_dir}", "llm=local",
+             "task.budget_s=0.05", "run.max_experiments=9", f"run.dir={run_dir}", "llm=local",
              f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=0"],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
         requests = server.chat_requests
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_state(run_dir, 1, population_size=1)
     llm = {e.description: e for e in state.experiments if e.operator == "llm_mutation"}
-    assert llm["decay 0.1 -> 0.2"].status == "keep"
-    crashed = llm["break the run on purpose"]
+    assert {e.status for e in llm.values()} == {"keep", "discard", "crash"}
+
+    def source(exp) -> str:
+        return subprocess.run(["git", "-C", str(run_dir / "lab"), "show", f"{exp.commit}:train.py"],
+                              capture_output=True, text=True, check=True).stdout
+
+    assert llm["decay 0.1 -> 0.2"].status == "keep"                      # ```diff, wrong line numbers
+    crashed = llm["break the run on purpose"]                               # <think> + ~~~python whole file
     assert crashed.status == "crash" and "boom" in crashed.reason
-    assert llm["a far too small learning rate"].status == "discard"
-    assert llm["learning rate 0.01"].status == "keep"
-    assert len(requests) >= 6 and "cut off at the length limit" in requests[3]["body"]["messages"][-1]["content"]
-    # item 2: the second proposal builds on the kept diff and carries its lineage, metrics and description
-    second = requests[1]["body"]["messages"][1]["content"]
-    assert "last change: decay 0.1 -> 0.2" in second and "Its lineage: 1 kept change since the base" in second
-    assert "-DECAY = 0.1\n+DECAY = 0.2" in second and "Its run: training_seconds 0.1" in second
-    failures = [e for e in state.events if isinstance(e, OperatorFailure)]
-    assert any("repeats the prompt's format example" in f.reason for f in failures), [f.reason for f in failures]
+    assert llm["a far too small learning rate"].status == "discard"        # cut off, then continued
+    assert "cut off at the length limit" in requests[3]["body"]["messages"][-1]["content"]
+    widened = llm["width times 1.5"]                                        # ambiguous SEARCH, then fixed
+    fix_round = requests[5]["body"]["messages"][-1]["content"]
+    assert "in 2 places (starting at lines 14, 19)" in fix_round, fix_round
+    assert widened.status == "keep" and source(widened).count("return value * 1.5") == 1
+    assert "    value = DECAY\n    return value\n" in source(widened)       # never applied to a guessed match
+    tabbed = llm["decay times 1.5"]                                         # tabs where the file has spaces
+    assert tabbed.status == "keep" and "    value = DECAY * 1.5\n" in source(tabbed) and "\t" not in source(tabbed)
+    assert llm["learning rate 0.02"].status == "keep"                      # whole file, genuine "unchanged"
+    assert "# the evaluator stays unchanged" in source(llm["learning rate 0.02"])
+    assert llm["learning rate 0.03"].status == "discard"                   # bare @@ hunks
+    failures = [e for e in state.events if isinstance(e, OperatorFailure)]  # the echo: refused at once
+    assert [f.reason for f in failures] == [f.reason for f in failures if "repeats the prompt's format example" in f.reason]
+    assert len(failures) == 1 and len(requests) == 10                      # no fix round for the echo
+    assert state.experiments[-1].operator == "perturb"                     # the island fell back
     # the think block's draft (WIDTH = 1) was never trained
-    sources = [subprocess.run(["git", "-C", str(run_dir / "lab"), "show", f"{e.commit}:train.py"],
-                              capture_output=True, text=True, check=True).stdout for e in state.experiments]
-    assert len(sources) >= 5 and all("WIDTH = " in source and "WIDTH = 1\n" not in source for source in sources)
+    assert all("WIDTH = 1\n" not in source(e) for e in state.experiments)
+
+
+def test_a_crossover_that_cannot_run_is_an_event_and_counted_in_the_funnel(tmp_path: Path):
+    """Issue 19 item 5: llm_crossover drawn while both islands hold the same commit (or one side has
+    nothing to combine) is not sent to the model; the island trains perturb instead, and each such
+    fallback is an `operator_fallback` event (journal, events.tsv, report) and a "fell back" count in
+    the LLM funnel per operator and per island."""
+    from evolve.records import OperatorFallback
+    from evolve.report.data import read_run
+    from evolve.report.llm_work import funnel_rows
+    from evolve.report.page import render_events, render_llm_funnel
+
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "fallback"
+    with ScriptedLLM() as server:   # any crossover that does run gets the exhausted script's 400
+        done = subprocess.run(
+            [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.05",
+             "run.max_experiments=6", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "llm.model=openai/test-model", "llm.prefetch=false", "operators.weights.llm_mutation=0",
+             "operators.weights.llm_crossover=1", "operators.weights.perturb=0", "operators.weights.crossover=0"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        requests = len(server.chat_requests)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_state(run_dir, 2)
+    fallbacks = [e for e in state.events if isinstance(e, OperatorFallback)]
+    failures = [e for e in state.events if isinstance(e, OperatorFailure)]
+    perturbed = [e for e in state.experiments if e.operator == "perturb"]
+    assert fallbacks and all((f.operator, f.fallback) == ("llm_crossover", "perturb") for f in fallbacks)
+    assert any("both islands hold that commit" in f.reason for f in fallbacks), [f.reason for f in fallbacks]
+    assert len(perturbed) == len(fallbacks) + len(failures)   # every perturb candidate is accounted for
+    rows = [r for r in read_tsv(run_dir / "events.tsv") if r["kind"] == "operator_fallback"]
+    assert len(rows) == len(fallbacks) and "llm_crossover -> perturb: the second parent drawn" in rows[0]["detail"]
+    [by_operator], by_island = funnel_rows(state)
+    assert (by_operator.name, by_operator.fell_back) == ("llm_crossover", len(fallbacks))
+    assert by_operator.requested == len(failures) + sum(e.operator == "llm_crossover" for e in state.experiments)
+    assert requests == by_operator.requested and sum(r.fell_back for r in by_island) == len(fallbacks)
+    run = read_run(run_dir)
+    assert "fell back" in render_llm_funnel(run) and "operator fallback" in render_events(run)
 
 
 def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path: Path):
@@ -253,6 +334,7 @@ def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path
              "run.max_experiments=10", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.max_wait_s=0.5", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
+        disconnects = server.disconnects
     assert done.returncode == 0, done.stderr[-3000:]
     state = load_state(run_dir, 1)
     stand_ins = [e for e in state.experiments if e.stand_in_for]
@@ -263,8 +345,10 @@ def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path
     assert transcript["outcome"] == "candidate" and "LEARNING_RATE = 0.004" in transcript["messages"][1]["content"]
     assert transcript["requests"][0]["finish_reason"] == "stop" and transcript["requests"][0]["seconds"] >= 4
     [cancelled] = [f for f in state.events if isinstance(f, OperatorFailure)]
-    assert cancelled.reason.startswith("cancelled: the run ended") and "abandoned" in cancelled.reason
-    assert cancelled.cost["seconds"] > 0
+    assert cancelled.reason.startswith("cancelled: the run ended") and "request was aborted" in cancelled.reason
+    assert cancelled.cost["seconds"] > 0 and disconnects == 1      # the server saw the connection close
+    aborted = json.loads((run_dir / cancelled.transcript).read_text())
+    assert aborted["requests"][-1]["error"].startswith("aborted")
     [by_operator], [by_island] = funnel_rows(state)
     assert (by_operator.requested, by_operator.parsed, by_operator.trained, by_operator.failed) == (2, 1, 1, 1)
     assert by_operator.stand_ins == len(stand_ins) == by_island.stand_ins and by_operator.seconds >= 4

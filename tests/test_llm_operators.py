@@ -683,3 +683,46 @@ def test_a_cancelled_proposal_stops_before_its_next_request_with_its_cost(server
         propose(op, [parent()], context(control=control))
     assert len(server.chat_requests) == 1 and caught.value.cost.prompt_tokens == 70
     assert control.cost.prompt_tokens == 70        # published as it went
+
+
+def test_a_request_in_flight_is_aborted_when_the_proposal_is_cancelled(server):
+    """The request at the server is not abandoned: cancelling the proposal cancels the request and
+    closes its connection (the scripted server sees the client leave during its delay)."""
+    import threading
+
+    from operators.candidate import ProposalControl
+    control = ProposalControl()
+    server.script(Delay(30, Reply(GOOD_REPLY)))
+
+    def cancel_once_it_is_at_the_server():
+        deadline = time.monotonic() + 20
+        while not server.chat_requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        control.cancel("the run ended")
+
+    threading.Thread(target=cancel_once_it_is_at_the_server, daemon=True).start()
+    began = time.monotonic()
+    with pytest.raises(NoCandidate, match=r"cancelled: the run ended \(its request was aborted after") as caught:
+        propose(mutation(server, timeout_s=60), [parent()], context(control=control))
+    assert time.monotonic() - began < 15 and control.aborted == 1 and not control.in_request
+    assert caught.value.transcript["requests"][0]["error"].startswith("aborted")
+    deadline = time.monotonic() + 5
+    while server.disconnects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.disconnects == 1 and len(server.chat_requests) == 1
+
+
+def test_an_endpoint_that_goes_away_fails_fast_even_on_a_kept_alive_connection(server):
+    """Requests share one HTTP client (one event loop), so its connection to the server is kept
+    alive between proposals; a server that dies closes it, and the next proposal fails at once as a
+    connection error, then works again when the server is back."""
+    server.script(Reply(GOOD_REPLY), Reply(GOOD_REPLY))
+    propose(mutation(server, num_retries=0), [parent()], context())
+    server.go_away()
+    began = time.monotonic()
+    with pytest.raises(NoCandidate, match="(?i)connect"):
+        propose(mutation(server, num_retries=0), [parent()], context())
+    assert time.monotonic() - began < 8
+    server.come_back()
+    assert propose(mutation(server, num_retries=0), [parent()], context()).description == "MATRIX_LR 0.04 -> 0.06"

@@ -101,3 +101,40 @@ def test_stable_parts_come_first_and_the_base_parent_says_so(tmp_path: Path):
     prompt = prompts.mutation_prompt(parent, context)
     assert "last change: the unmodified base train.py" in prompt and "It is the unmodified base train.py." in prompt
     assert "Training right now" not in prompt and "best other members" not in prompt   # nothing to say: left out
+
+
+def test_a_crossover_that_cannot_run_falls_back_and_says_why(tmp_path: Path, monkeypatch):
+    """Issue 19: a crossover drawn without a second parent other than the first, or with parents that
+    have nothing to combine, is never sent to the model; the request names what it fell back from
+    and why (the scheduler records it as an OperatorFallback event). A real crossover is not touched."""
+    from evolve.llm_choice import LLMChoice
+
+    monkeypatch.setattr("evolve.proposer.load_litellm", lambda: None)   # no model is called: no import
+    run = Run(tmp_path)
+    choice = LLMChoice(model="openai/test-model", api_base="http://127.0.0.1:9/v1", why="test")
+    proposer = Proposer(run.lab, config(), choice, random.Random(0), tmp_path, "Lower val_bpb.", base_commit=run.base)
+    # both islands hold only the base commit: the second parent drawn is the first one
+    request = proposer.prepare(run.state, 0, "llm_crossover")
+    assert (request.operator_name, request.fallback_from) == ("perturb", "llm_crossover")
+    assert "is the first one" in request.fallback_reason and "both islands hold that commit" in request.fallback_reason
+    proposal = request.run()
+    assert proposal.fallback_from == "llm_crossover" and proposal.candidate.operator == "perturb"
+    # island 1 moves on, island 0 still holds only the base: the base is their common ancestor, so it
+    # brings nothing to combine
+    wider = run.add(1, run.base, "perturb", "WIDTH 64 -> 80", "keep", 0.99, "WIDTH = 64", "WIDTH = 80")
+    run.state.islands[1].population.replace_all(run.state._member(wider, 0.99, 1, 2))
+    request = proposer.prepare(run.state, 0, "llm_crossover")
+    assert request.operator_name == "perturb" and "no change since the common ancestor" in request.fallback_reason
+    # both sides changed: a real crossover, no fallback
+    decay = run.add(0, run.base, "perturb", "DECAY 0.1 -> 0.3", "keep", 0.99, "DECAY = 0.1", "DECAY = 0.3")
+    run.state.islands[0].population.replace_all(run.state._member(decay, 0.99, 0, 3))
+    request = proposer.prepare(run.state, 0, "llm_crossover")
+    assert (request.operator_name, request.fallback_from) == ("llm_crossover", "")
+    assert len(request.parents) == 2
+    # the offline crossover falls back the same way inside propose_offline
+    offline = Proposer(run.lab, config(**{"operators.weights": {"crossover": 1.0}}), None, random.Random(0),
+                       tmp_path, "", base_commit=run.base)
+    run.state.islands[1].population.replace_all(run.state._member(decay, 0.99, 0, 3))
+    proposal = offline.propose_offline(run.state, 0, set())
+    assert (proposal.candidate.operator, proposal.fallback_from) == ("perturb", "crossover")
+    assert "is the first one" in proposal.fallback_reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..records import KEEP, LLMSummary, OperatorFailure
+from ..records import KEEP, LLMSummary, OperatorFailure, OperatorFallback
 from ..state import RunState
 
 
@@ -57,13 +57,15 @@ class FunnelRow:
     seconds: float
     tokens: int             # prompt + completion
     usd: float
+    fell_back: int = 0      # drawn but never requested: a crossover with nothing to combine (OperatorFallback)
 
 
 def _is_llm(operator: str) -> bool:
     return operator.startswith("llm_")
 
 
-def _funnel_row(name: str, experiments: list, failures: list, stand_ins: int, summaries: list = ()) -> FunnelRow:
+def _funnel_row(name: str, experiments: list, failures: list, stand_ins: int, summaries: list = (),
+                fallbacks: list = ()) -> FunnelRow:
     costs = [e.cost for e in experiments] + [f.cost for f in failures] + [s.cost for s in summaries]
     duplicates = sum("duplicate" in f.reason for f in failures)
     return FunnelRow(
@@ -73,7 +75,7 @@ def _funnel_row(name: str, experiments: list, failures: list, stand_ins: int, su
         failed=len(failures) - duplicates + sum(bool(s.reason) for s in summaries), stand_ins=stand_ins,
         seconds=sum(c.get("seconds", 0.0) for c in costs),
         tokens=int(sum(c.get("prompt_tokens", 0) + c.get("completion_tokens", 0) for c in costs)),
-        usd=sum(c.get("usd", 0.0) for c in costs))
+        usd=sum(c.get("usd", 0.0) for c in costs), fell_back=len(fallbacks))
 
 
 def funnel_rows(state: RunState) -> tuple[list[FunnelRow], list[FunnelRow]]:
@@ -82,16 +84,20 @@ def funnel_rows(state: RunState) -> tuple[list[FunnelRow], list[FunnelRow]]:
     experiments = [e for e in state.experiments if _is_llm(e.operator)]
     failures = [f for f in state.events if isinstance(f, OperatorFailure) and _is_llm(f.operator)]
     summaries = [s for s in state.events if isinstance(s, LLMSummary)]
+    fallbacks = [f for f in state.events if isinstance(f, OperatorFallback) and _is_llm(f.operator)]
     stand_ins = [e for e in state.experiments if e.stand_in_for]
-    if not experiments and not failures and not summaries:
+    if not experiments and not failures and not summaries and not fallbacks:
         return [], []
-    operators = sorted({e.operator for e in experiments} | {f.operator for f in failures})
+    operators = sorted({e.operator for e in experiments} | {f.operator for f in failures} |
+                       {f.operator for f in fallbacks})
     by_operator = [_funnel_row(op, [e for e in experiments if e.operator == op],
                                [f for f in failures if f.operator == op],
-                               sum(e.stand_in_for == op for e in stand_ins)) for op in operators]
+                               sum(e.stand_in_for == op for e in stand_ins),
+                               fallbacks=[f for f in fallbacks if f.operator == op]) for op in operators]
     if summaries:
         by_operator.append(_funnel_row("llm_summary", [], [], 0, summaries))
     by_island = [_funnel_row(f"island {isl.index}", [e for e in experiments if e.island == isl.index],
                              [f for f in failures if f.island == isl.index],
-                             sum(e.island == isl.index for e in stand_ins)) for isl in state.islands]
+                             sum(e.island == isl.index for e in stand_ins),
+                             fallbacks=[f for f in fallbacks if f.island == isl.index]) for isl in state.islands]
     return by_operator, by_island

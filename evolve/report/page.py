@@ -10,7 +10,7 @@ import time
 from ..noise import standard_error
 from ..journal import events_row
 from ..records import (CRASH, EARLY_STOPPED, KEEP, Bet, Exchange, Migration, NoiseFloor, NoiseUpdate, OperatorFailure,
-                       Promotion, Reset)
+                       OperatorFallback, Promotion, Reset)
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
 from .llm_work import focus_rows, funnel_rows
@@ -219,22 +219,26 @@ def render_llm_funnel(run: RunData) -> str:
     by_operator, by_island = funnel_rows(run.state)
     if not by_operator:
         return ""
-    headers = ["", "requested", "parsed", "trained", "kept", "failed / dropped", "offline stand-ins", "LLM s",
-               "tokens", "$"]
+    headers = ["", "fell back", "requested", "parsed", "trained", "kept", "failed / dropped", "offline stand-ins",
+               "LLM s", "tokens", "$"]
 
     def rows(funnel):
-        return [[esc(r.name), str(r.requested), str(r.parsed), str(r.trained), str(r.kept), str(r.failed),
-                 str(r.stand_ins), f"{r.seconds:.1f}", f"{r.tokens:,}", f"{r.usd:.4f}"] for r in funnel]
+        return [[esc(r.name), str(r.fell_back), str(r.requested), str(r.parsed), str(r.trained), str(r.kept),
+                 str(r.failed), str(r.stand_ins), f"{r.seconds:.1f}", f"{r.tokens:,}", f"{r.usd:.4f}"]
+                for r in funnel]
 
-    return ("<h2>LLM funnel</h2><p>What became of the LLM proposals: requested (conversations started), parsed "
+    return ("<h2>LLM funnel</h2><p>What became of the LLM proposals: fell back (drawn but never sent: a crossover "
+            "without a second parent other than the first, or whose parents have nothing to combine; the island "
+            "trained an offline candidate instead, an <code>operator_fallback</code> event); requested "
+            "(conversations started), parsed "
             "(gave an applied, compiling edit; duplicates of a measured train.py included), trained (measured, not "
             "refused by the guards), kept; failed or dropped (no candidate, re-planned after a reset, cancelled at "
             "the end: the island fell back to an offline operator); offline stand-ins (offline candidates trained "
             "while a proposal was not ready, <code>llm.max_wait_s</code>); the model's seconds, tokens and dollars, "
             "failures included. Every request and reply is kept under <code>llm/</code> in the run dir, linked from "
             "the journal (<code>transcript</code>).</p>"
-            + table(headers, rows(by_operator), numeric=set(range(1, 10)))
-            + table(headers, rows(by_island), numeric=set(range(1, 10))))
+            + table(headers, rows(by_operator), numeric=set(range(1, 11)))
+            + table(headers, rows(by_island), numeric=set(range(1, 11))))
 
 
 def render_events(run: RunData) -> str:
@@ -262,6 +266,9 @@ def render_events(run: RunData) -> str:
             rows.append([str(e.after_seq), f"replica exchange (round {e.round})", what])
         elif isinstance(e, OperatorFailure):
             rows.append([str(e.after_seq), "operator failure", esc(f"island {e.island} {e.operator}: {e.reason}")])
+        elif isinstance(e, OperatorFallback):
+            rows.append([str(e.after_seq), "operator fallback",
+                         esc(f"island {e.island} {e.operator} -> {e.fallback}: {e.reason}")])
         elif isinstance(e, NoiseFloor):
             rows.append(["", "noise floor", esc(f"σ = {e.sigma:.6f} ({e.dof} dof) from baselines "
                                                 + ", ".join(f"{b:.6f}" for b in e.baselines))])
