@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import git
+import pytest
 
 from tests.conftest import TEST_ACTOR
 from tests.test_engine import ROOT, assert_records_agree_with_git, evolve_cmd, read_tsv, run_evolve
@@ -120,15 +121,17 @@ def test_sigterm_during_start_up_exits_143_and_the_run_resumes(tmp_path: Path, l
     assert len(assert_records_agree_with_git(run_dir, 2).experiments) == 6
 
 
-def test_a_hydra_multirun_stops_its_sweep_on_sigterm(tmp_path: Path, landscape: Path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "ctrl-c"])
+def test_a_hydra_multirun_stops_its_sweep_on_sigterm_or_ctrl_c(tmp_path: Path, landscape: Path, sig, code):
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen(evolve_cmd("-m", *args(sweep, landscape, "task.budget_s=2", "run.max_experiments=30",
                                                    "migration.interval=1,2")),
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for_experiments(sweep / "0", 2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     proc.communicate(timeout=60)
-    assert proc.returncode == 143
+    assert proc.returncode == code
     assert not (sweep / "1").exists()      # the second job never started
 
 
