@@ -65,6 +65,13 @@ def main(cfg: DictConfig) -> None:
         network = "with" if cfg.task.network else "without"
         print(f"[evolve] fitness runs are sandboxed (bwrap, {network} network; see docs/safety.md)", flush=True)
     engine = None
+    early_sigterm = []
+
+    def on_early_sigterm(signum, frame):   # until the engine takes SIGTERM over (Engine.run)
+        early_sigterm.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_early_sigterm)
     try:
         from .engine import Engine  # heavy imports (ray) only once the config is valid
         from .llm_choice import choose_llm
@@ -75,6 +82,20 @@ def main(cfg: DictConfig) -> None:
         llm = choose_llm(cfg.llm, environment_with_keys())
         engine = Engine(cfg, run_dir, islands, llm)
         engine.run()
+    # Interrupts first: one that lands while the imports above run leaves their names unbound.
+    except SystemExit as e:
+        # Ray's own SIGTERM handler, active while ray.init runs, exits 15: a SIGTERM all the same
+        if e.code != signal.SIGTERM or engine is None:
+            raise
+        print("\n[evolve] stopped by SIGTERM while Ray started; every recorded experiment is kept, rerun the "
+              "same command to resume", file=sys.stderr)
+        _exit_now(143)
+    except KeyboardInterrupt:  # before the fleet started, or a second Ctrl-C during the graceful stop
+        code = engine.stop.exit_code if engine is not None and engine.stop.exit_code else 143 if early_sigterm else 130
+        how = "SIGTERM" if code == 143 else "Ctrl-C"
+        print(f"\n[evolve] stopped by {how} before the run could stop gracefully; every recorded experiment "
+              "is kept, rerun the same command to resume", file=sys.stderr)
+        _exit_now(code)
     except (RunInUse, NoIslandStarted) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
@@ -90,19 +111,6 @@ def main(cfg: DictConfig) -> None:
               f"error: the disk of {run_dir} is full: {e}. Nothing was half-written; free some space "
               "and run the same command again to resume.", file=sys.stderr)
         sys.exit(1)
-    except SystemExit as e:
-        # Ray's own SIGTERM handler, active while ray.init runs, exits 15: a SIGTERM all the same
-        if e.code != signal.SIGTERM or engine is None:
-            raise
-        print("\n[evolve] stopped by SIGTERM while Ray started; every recorded experiment is kept, rerun the "
-              "same command to resume", file=sys.stderr)
-        _exit_now(143)
-    except KeyboardInterrupt:  # before the fleet started, or a second Ctrl-C during the graceful stop
-        code = engine.stop.exit_code if engine is not None and engine.stop.exit_code else 130
-        how = "SIGTERM" if code == 143 else "Ctrl-C"
-        print(f"\n[evolve] stopped by {how} before the run could stop gracefully; every recorded experiment "
-              "is kept, rerun the same command to resume", file=sys.stderr)
-        _exit_now(code)
     if engine.stop.exit_code:
         # SystemExit is not an Exception: it passes through Hydra's multirun and ends the sweep.
         sys.exit(engine.stop.exit_code)
