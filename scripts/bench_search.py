@@ -85,22 +85,28 @@ def task_dir(name: str) -> Path:
 
 # Every knob a config depends on is spelled out, so that the configs stay what their names say
 # whatever the defaults are (issue 14 changed selection.t_max and exchange.interval).
-_PLAIN = ["selection.t_max=0", "exchange.interval=0"]
+_PLAIN = ["selection.t_max=0", "exchange.interval=0", "selection.descend_window=0"]
 _MIGRATE = ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5"]
 _SOLO = ["migration.interval=0", "reset.interval=0"]
 _LADDER = ["selection.t_max=100"]          # --t-max replaces the value
 _EXCHANGE = ["exchange.interval=4"]
+_NO_DESCEND = ["selection.descend_window=0"]
+_DESCEND = ["selection.descend_window=3", "selection.descend_sigmas=2"]   # --descend replaces the values
 CONFIGS: dict[str, tuple[int, list[str]]] = {
     "ratchet": (1, ["selection=ratchet"]),
     "islands": (4, [*_MIGRATE, *_PLAIN]),
     "islands-noreset": (4, ["migration.interval=5", "reset.interval=0", *_PLAIN]),
     "islands-solo": (4, [*_SOLO, *_PLAIN]),
     # issue 14's ablation: the temperature ladder, replica exchange, both; with and without migration/resets
-    "ladder": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0"]),
-    "exchange": (4, [*_MIGRATE, "selection.t_max=0", *_EXCHANGE]),
-    "tempering": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE]),
-    "ladder-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0"]),
-    "tempering-solo": (4, [*_SOLO, *_LADDER, *_EXCHANGE]),
+    "ladder": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0", *_NO_DESCEND]),
+    "exchange": (4, [*_MIGRATE, "selection.t_max=0", *_EXCHANGE, *_NO_DESCEND]),
+    "tempering": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE, *_NO_DESCEND]),
+    "ladder-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0", *_NO_DESCEND]),
+    "tempering-solo": (4, [*_SOLO, *_LADDER, *_EXCHANGE, *_NO_DESCEND]),
+    # 2026-12-03: descend first (selection.descend_window), then the ladder from the unmodified train.py
+    "descend": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0", *_DESCEND]),
+    "descend-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0", *_DESCEND]),
+    "descend-exchange": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE, *_DESCEND]),
 }
 
 
@@ -237,12 +243,16 @@ def run_engine(islands: int, overrides: list[str], run_dir: Path, log_path: Path
 
 
 def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path, threshold: float,
-            log_dir: Path, t_max: float | None = None) -> Outcome:
+            log_dir: Path, t_max: float | None = None, descend: tuple[int, float] | None = None) -> Outcome:
     from evolve.records import Migration, Reset
 
     islands, extra = CONFIGS[config]
     if t_max is not None:
         extra = [f"selection.t_max={t_max:g}" if o in _LADDER else o for o in extra]
+    if descend is not None:
+        window, gain = descend
+        extra = [f"selection.descend_window={window}" if o == _DESCEND[0] else
+                 f"selection.descend_sigmas={gain:g}" if o == _DESCEND[1] else o for o in extra]
     # Confirmation runs are off: they are fitness runs that run.max_experiments does not count, and
     # the comparison is at equal fitness runs.
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
@@ -289,6 +299,8 @@ def main() -> None:
                     help="rewrite a constant of the task's prepare.py in the benchmark's copy (repeatable)")
     ap.add_argument("--t-max", type=float, default=None,
                     help="selection.t_max of the configs with a temperature ladder (default: theirs, 100)")
+    ap.add_argument("--descend", default=None, metavar="WINDOW,SIGMAS",
+                    help="selection.descend_window,descend_sigmas of the descend* configs (default: theirs, 3,2)")
     ap.add_argument("--simulate", type=int, default=500,
                     help="runs of the engine-free ratchet check (0 = skip); with --seeds 0 only this runs")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for median intervals")
@@ -331,6 +343,11 @@ def main() -> None:
         context = {"evaluations": args.evaluations, "sets": sorted(args.set), "task": args.task.name}
         if args.t_max is not None:
             context["t_max"] = args.t_max
+        descend = None
+        if args.descend is not None:
+            window, _, gain = args.descend.partition(",")
+            descend = (int(window), float(gain or 2))
+            context["descend"] = list(descend)
         if args.results and args.results.exists():
             for line in args.results.read_text().splitlines():
                 record = json.loads(line)
@@ -355,7 +372,7 @@ def main() -> None:
             log_dir.mkdir(exist_ok=True)
             try:
                 for seed, config in todo:
-                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir, args.t_max)
+                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir, args.t_max, descend)
                     outcomes.append(o)
                     if args.results:
                         with open(args.results, "a") as f:
