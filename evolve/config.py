@@ -195,7 +195,7 @@ class SelectionConfig:
     # always builds on the run's champion. 0 = off (the ladder from the first experiment, each
     # island on its own lineage). Chosen on scripts/bench_search.py's landscapes (docs/benchmarks.md,
     # "Descend first").
-    descend_window: int = 3
+    descend_window: int = 6
     descend_sigmas: float = 2.0
     # Most experiments an LLM on a hot island may stake on a multi-step bet (evolve/bets.py): it opens
     # one by starting its description with [bet NAME N]; the bet's lineage is exempt from the keep

@@ -71,8 +71,8 @@ def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Rand
 def plan_restart(state: RunState, temperatures: tuple[float, ...], window: int, gain_sigmas: float,
                  retired: frozenset[int] = frozenset()) -> Reset | None:
     """Due when the run stops descending (evolve/tempering.py's `descending`, over window
-    experiments): the hot islands restart from the unmodified train.py (their exploring heads
-    cleared), so their walks at temperature begin where the run began, not from the champion's
+    experiments): the hot islands restart from the unmodified train.py (their population and
+    exploring head become it), so their walks at temperature begin where the run began, not from the champion's
     basin the descent found; the greedy island 0 first takes the run's champion if only a hot
     island holds it, so nothing found is lost."""
     if window <= 0 or not any(temperatures) or not state.experiments:

@@ -96,7 +96,9 @@ class RunState:
                 self.islands[island].population.replace_all(self._member(commit, val_bpb, origin, record.after_seq))
                 self.islands[island].resets += 1
                 self.islands[island].epoch += 1
-                self.islands[island].head = None
+                # a restart's hot island walks from the unmodified train.py (its head), whatever
+                # migrants later join its population; a reset's draws from its new population
+                self.islands[island].head = commit if record.restart and donor < 0 else None
                 self.islands[island].bet = None
             self.events.append(record)
         elif isinstance(record, Bet):

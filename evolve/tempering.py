@@ -6,6 +6,13 @@ child worse than its head by delta as its new head with probability exp(-delta /
 lineage can go uphill to set up a larger gain. Island 0 is greedy (T = 0: only keeps move it, the
 anchor's rule with a noise floor); island k > 0 of n has T = t_max ** (k / (n - 1)), a geometric
 ladder that ends at selection.t_max on the last island.
+
+Descend first (selection.descend_window > 0, the default): while the run's best kept score keeps
+improving by at least selection.descend_sigmas sigma over the last descend_window x islands
+experiments (`descending`), every island acts greedy (T = 0) and builds on the run's champion, so
+the whole budget descends as the ratchet's would; island 0 always does. When the descent stalls,
+the hot islands restart from the unmodified train.py (epochs.plan_restart, a Reset record with
+restart=True) and walk from there at their temperatures, until a gain that large comes again.
 """
 from __future__ import annotations
 

@@ -25,6 +25,13 @@ same budget:
     exchange         islands + exchange.interval=4 (replica exchange between greedy islands)
     tempering        islands + both (the defaults chosen in docs/benchmarks.md, issue 14)
     ladder-solo, tempering-solo   the same without migration and resets
+    descend          ladder + selection.descend_window=6 descend_sigmas=2 (2026-12-03: every island greedy on
+                     the run's champion while the run descends, then the hot islands restart from the
+                     unmodified train.py at their temperatures; --descend W,G changes the two)
+    descend-solo, descend-exchange   the same without migration and resets / with exchange.interval=4
+
+Every run passes report.every=0: the live report (a process every 10 experiments) changes nothing
+the search does and took a large share of the CPU on a loaded machine.
 
 All runs happen in this one process: one ray.init(), then evolve.engine.Engine(cfg, run_dir, islands,
 llm=None).run() per run with the config composed by Hydra from conf/ (the engine reuses an initialized
@@ -35,7 +42,11 @@ Printed per config: success rate (best score below the task's SUCCESS_THRESHOLD)
 interval, median best score and median evaluations to reach it with bootstrap 95% intervals, median
 evaluations to success among the successful runs, and the success-rate ratio against the ratchet.
 Before the engine runs, a pure-Python ratchet with the real perturb operator (no engine) checks
-that the landscape is deceptive at this budget (--simulate N runs; 0 skips it).
+that the landscape is deceptive at this budget (--simulate N runs; 0 skips it); with it, each row
+is also compared with that engine-free ratchet's N runs (the same operator and keep rule, hundreds
+of runs in seconds, so its rate is estimated where the engine's ratchet found the well in 0 or 1 of
+16): rate ratio with a bootstrap over both sets of runs, Wilson lower bound over its Wilson upper
+bound, and median evaluations to success against its median.
 """
 from __future__ import annotations
 
@@ -91,7 +102,7 @@ _SOLO = ["migration.interval=0", "reset.interval=0"]
 _LADDER = ["selection.t_max=100"]          # --t-max replaces the value
 _EXCHANGE = ["exchange.interval=4"]
 _NO_DESCEND = ["selection.descend_window=0"]
-_DESCEND = ["selection.descend_window=3", "selection.descend_sigmas=2"]   # --descend replaces the values
+_DESCEND = ["selection.descend_window=6", "selection.descend_sigmas=2"]   # --descend replaces the values
 CONFIGS: dict[str, tuple[int, list[str]]] = {
     "ratchet": (1, ["selection=ratchet"]),
     "islands": (4, [*_MIGRATE, *_PLAIN]),
@@ -173,12 +184,21 @@ def load_prepare(task: Path):
 def simulate_ratchet(task: Path, runs: int, evaluations: int, seed: int = 12345) -> tuple[float, float]:
     """A pure-Python ratchet with the engine's perturb operator on the task's train.py: the fraction
     of runs whose best reaches the threshold, and the fraction found within the first 10 evaluations."""
+    outcomes = simulate_ratchet_runs(task, runs, evaluations, seed)
+    return (sum(o is not None for o in outcomes) / runs, sum(o is not None and o <= 10 for o in outcomes) / runs)
+
+
+def simulate_ratchet_runs(task: Path, runs: int, evaluations: int, seed: int = 12345) -> list[int | None]:
+    """The engine-free ratchet's runs: each one's evaluations to success (1-based, the baseline
+    counted, as the engine's evals_to_success), None where it never got there. Many runs in
+    seconds, so the anchor's success rate is estimated where the engine's 16 runs see 0 or 1."""
     prepare = load_prepare(task)
     source = (task / "train.py").read_text()
     op = Perturb()
     names = prepare.PARAMS
-    found = early = 0
+    out: list[int | None] = []
     for r in range(runs):
+        out.append(None)
         rng = random.Random(seed + r)
         head = source
         head_score = None
@@ -193,10 +213,9 @@ def simulate_ratchet(task: Path, runs: int, evaluations: int, seed: int = 12345)
             if score < head_score:
                 head, head_score = cand, score
                 if score < prepare.SUCCESS_THRESHOLD:
-                    found += 1
-                    early += e < 10
+                    out[-1] = e + 1
                     break
-    return found / runs, early / runs
+    return out
 
 
 # ---- engine runs ------------------------------------------------------------------------------------
@@ -256,7 +275,7 @@ def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path,
     # Confirmation runs are off: they are fitness runs that run.max_experiments does not count, and
     # the comparison is at equal fitness runs.
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
-                 f"run.max_experiments={evaluations}", "run.live=false", f"seed={seed}",
+                 f"run.max_experiments={evaluations}", "run.live=false", "report.every=0", f"seed={seed}",
                  "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *extra]
     state, wall = run_engine(islands, overrides, workdir / f"{config}-seed{seed}", log_dir / f"{config}-seed{seed}.log")
     ok = [e for e in state.experiments if e.val_bpb is not None]
@@ -300,7 +319,7 @@ def main() -> None:
     ap.add_argument("--t-max", type=float, default=None,
                     help="selection.t_max of the configs with a temperature ladder (default: theirs, 100)")
     ap.add_argument("--descend", default=None, metavar="WINDOW,SIGMAS",
-                    help="selection.descend_window,descend_sigmas of the descend* configs (default: theirs, 3,2)")
+                    help="selection.descend_window,descend_sigmas of the descend* configs (default: theirs, 6,2)")
     ap.add_argument("--simulate", type=int, default=500,
                     help="runs of the engine-free ratchet check (0 = skip); with --seeds 0 only this runs")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for median intervals")
@@ -333,7 +352,9 @@ def main() -> None:
         sim = None
         if args.simulate > 0:
             t0 = time.time()
-            sim = simulate_ratchet(task, args.simulate, args.evaluations)
+            sim_runs = simulate_ratchet_runs(task, args.simulate, args.evaluations)
+            sim = (sum(o is not None for o in sim_runs) / args.simulate,
+                   sum(o is not None and o <= 10 for o in sim_runs) / args.simulate)
             print(f"[bench_search] engine-free ratchet check: {sim[0]:.1%} of {args.simulate} runs find the well in "
                   f"{args.evaluations} evaluations ({sim[1]:.1%} within the first 10) [{time.time() - t0:.1f} s]",
                   flush=True)
@@ -463,7 +484,23 @@ def main() -> None:
             else:
                 row.append("-")
             if sim:
-                row.append(ratio(rate, sim[0]))
+                # Against the engine-free ratchet's many runs (the same perturb operator and keep rule):
+                # the rate ratio with a bootstrap over both sets of runs, the conservative Wilson ratio,
+                # and the median evaluations to success against its median.
+                sim_found = [o is not None for o in sim_runs]
+                row.append(ratio(rate, sim[0]) + (ratio_interval(found, sim_found) if any(sim_found) else ""))
+                hi_s = wilson(sum(sim_found), len(sim_found))[1]
+                row.append(f"{wilson(sum(found), len(found))[0] / hi_s:.2f}" if hi_s > 0 else "-")
+                sim_succ = [float(o) for o in sim_runs if o is not None]
+                if mine and sim_succ:
+                    boot = sorted(statistics.median(rng.choices(mine, k=len(mine)))
+                                  / statistics.median(rng.choices(sim_succ, k=len(sim_succ)))
+                                  for _ in range(args.bootstrap))
+                    row.append(f"{statistics.median(mine) / statistics.median(sim_succ):.2f}x "
+                               f"[{boot[int(0.025 * (len(boot) - 1))]:.2f}, "
+                               f"{boot[int(math.ceil(0.975 * (len(boot) - 1)))]:.2f}]")
+                else:
+                    row.append("-")
 
         print()
         print(f"## Search benchmark ({dt.date.today()}): {args.seeds} seeds x {args.evaluations} evaluations, "
@@ -479,7 +516,8 @@ def main() -> None:
                       "median evals to best [95%]", "median evals to success", "s/run", "rate vs ratchet [95% boot]",
                       "Wilson lo / ratchet's Wilson hi", "evals to success vs ratchet [95% boot]"]
             if sim:
-                header.append("rate vs engine-free ratchet")
+                header += ["rate vs engine-free ratchet [95% boot]", "Wilson lo / engine-free's Wilson hi",
+                           "evals to success vs engine-free ratchet [95% boot]"]
             print(table(rows, header))
     finally:
         if not args.keep and args.workdir is None:

@@ -358,7 +358,8 @@ def test_a_stall_restarts_the_hot_islands_from_the_unmodified_train_py_once():
     # island 0 holds none of the champion i (island 1 found it): it takes it; the hot islands restart
     assert restarts[0].resets == ((0, 1, "i" * 40, 1.44), (1, -1, b, 2.0), (2, -1, b, 2.0))
     assert state.islands[0].champion().commit == "i" * 40
-    assert [m.commit for m in state.islands[1].population.members] == [b] and state.islands[2].head is None
+    assert [m.commit for m in state.islands[1].population.members] == [b] and state.islands[2].head == b
+    assert state.islands[0].head is None                                     # the greedy island has none
     assert state.champion().commit == "i" * 40 and state.reset_rounds == 0      # nothing lost, no reset round used
     assert "restart (descent stalled)" in events_row(restarts[0]) and from_json(to_json(restarts[0])) == restarts[0]
     record(exp(8, 2, "l" * 40, 1.70, DISCARD, parents=(b,)))
