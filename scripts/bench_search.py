@@ -218,6 +218,46 @@ def simulate_ratchet_runs(task: Path, runs: int, evaluations: int, seed: int = 1
     return out
 
 
+def simulate_parallel_greedy(task: Path, runs: int, evaluations: int, in_flight: int, noise_k: float = 1.0,
+                             seed: int = 999) -> list[int | None]:
+    """The best any engine of `in_flight` concurrently running islands can do on a landscape where
+    only descending pays: every child is drawn from the run's champion at the time it starts, and
+    in_flight - 1 others are still running when it is judged (so a gain makes them children of an
+    older champion); in_flight baselines first, the engine's keep rule (a gain over noise_k * sigma
+    * sqrt(2)). Each run's evaluations to success, None where it never got there. in_flight=1 is
+    the serial ratchet (with that keep rule)."""
+    prepare = load_prepare(task)
+    source = (task / "train.py").read_text()
+    op = Perturb()
+    names = prepare.PARAMS
+
+    def score(text: str, s: int) -> float:
+        consts = find_constants(text)
+        return prepare.evaluate({n: consts[n].value for n in names}, s)
+
+    out: list[int | None] = []
+    margin = noise_k * float(prepare.NOISE) * math.sqrt(2)
+    for r in range(runs):
+        rng = random.Random(seed + r)
+        champion, champion_score = source, score(source, 0)
+        running: list[tuple[str, float]] = []
+        done, found = in_flight, None
+        while done < evaluations and found is None:
+            running.append((op.propose([Parent(commit="x", source=champion, val_bpb=champion_score, island=0)],
+                                       rng).source, champion_score))
+            if len(running) < in_flight:
+                continue
+            child, parent_score = running.pop(0)
+            value = score(child, 0)
+            done += 1
+            if value < parent_score - margin and value < champion_score:
+                champion, champion_score = child, value
+                if value < prepare.SUCCESS_THRESHOLD:
+                    found = done
+        out.append(found)
+    return out
+
+
 # ---- engine runs ------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -322,6 +362,10 @@ def main() -> None:
                     help="selection.descend_window,descend_sigmas of the descend* configs (default: theirs, 6,2)")
     ap.add_argument("--simulate", type=int, default=500,
                     help="runs of the engine-free ratchet check (0 = skip); with --seeds 0 only this runs")
+    ap.add_argument("--simulate-parallel", type=int, default=0, metavar="N",
+                    help="only print, for 1-4 islands running at once, the median evaluations to success of N runs "
+                         "of an engine-free greedy search that always builds on the run's champion (the bound that "
+                         "concurrency sets on the smooth landscape), then exit")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for median intervals")
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temporary dir)")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
@@ -337,6 +381,19 @@ def main() -> None:
     for c in configs:
         if c not in CONFIGS:
             raise SystemExit(f"--configs: unknown {c!r}; expected some of {', '.join(CONFIGS)}")
+
+    if args.simulate_parallel:
+        prepare = load_prepare(args.task)
+        print(f"engine-free greedy search on the run's champion, {args.task.name}, {args.simulate_parallel} runs of "
+              f"{args.evaluations} evaluations (baselines counted), success = best < {prepare.SUCCESS_THRESHOLD}:")
+        print("| islands at once | reached it | median evals to success [95% boot] |\n|---|---|---|")
+        rng = random.Random(0)
+        for k in (1, 2, 3, 4):
+            runs = simulate_parallel_greedy(args.task, args.simulate_parallel, args.evaluations, k)
+            succ = [float(o) for o in runs if o is not None]
+            m, lo, hi = bootstrap_median(succ, args.bootstrap, rng)
+            print(f"| {k} | {len(succ)}/{len(runs)} | {m:.0f} [{lo:.0f}, {hi:.0f}] |", flush=True)
+        return
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-search-"))
     workdir.mkdir(parents=True, exist_ok=True)
