@@ -388,3 +388,38 @@ def test_the_greedy_island_and_every_island_while_descending_build_on_the_run_ch
     plain = Proposer(None, cfg, None, random.Random(0), tmp_path, "", ladder(2, 100.0))
     assert plain._draw(state, 1).commit == "w" * 40
     assert plain._draw(state, 0).commit in {m.commit for m in state.islands[0].population.members}
+
+
+def test_a_descend_first_run_restarts_its_hot_islands_and_resumes_to_the_same_heads(tmp_path, landscape):
+    """End to end: with selection.descend_window the run descends greedily first; once it stalls
+    (here at once: a gain of 1000 sigma per window is never seen) the hot islands restart from the
+    unmodified train.py (a reset row, restart), their heads have refs, and a resumed run rebuilds
+    the same state from the journal."""
+    import git
+
+    from tests.test_engine import assert_records_agree_with_git, read_tsv, run_evolve
+
+    run_dir = tmp_path / "descend"
+    common = ("+islands=3", "task=custom", f"task.dir={landscape}", "task.budget_s=0.1", "task.grace_s=20",
+              "selection.t_max=100", "selection.descend_window=1", "selection.descend_sigmas=1000",
+              "migration.interval=0", "reset.interval=0", "selection.confirm_sigmas=0",
+              "selection.implausible_sigmas=0", f"run.dir={run_dir}")
+    first = run_evolve(*common, "run.max_experiments=12")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_evolve(*common, "run.max_experiments=18")
+    assert second.returncode == 0, second.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 3)
+    assert len(state.experiments) == 18
+    restarts = [e for e in state.events if isinstance(e, Reset) and e.restart]
+    assert restarts and {i for i, d, *_ in restarts[0].resets if d < 0} == {1, 2}
+    base = state.experiments[0].commit
+    assert all(c == base for i, d, c, _ in restarts[0].resets if d < 0)
+    assert any("restart (descent stalled)" in r["detail"] for r in read_tsv(run_dir / "events.tsv"))
+    # before the restart every child was drawn from the run's champion at T = 0: nothing explored
+    assert not [e for e in state.experiments if e.status == EXPLORE and e.seq <= restarts[0].after_seq]
+    repo = git.Repo(run_dir / "lab")
+    for isl in state.islands:
+        ref = f"refs/evolve/{run_dir.name}/head/island-{isl.index}"
+        held = repo.git.for_each_ref("--format=%(objectname)", ref).strip() or None
+        assert held == isl.head, f"island {isl.index}: ref {held} != head {isl.head}"
+    assert state.islands[0].head is None
