@@ -194,9 +194,10 @@ class SelectionConfig:
     # the unmodified train.py and explore at their temperatures, until a gain that large comes
     # again. The greedy island 0 then always builds on the run's champion. 0 = off (the default):
     # measured on scripts/bench_search.py's landscapes (docs/benchmarks.md, "Descend first",
-    # 2026-12-03), window 6 reached the smooth optimum in 52 evaluations instead of 97 but found the
-    # ridge's well in 0 of 16 runs, against the plain ladder's 3/16 and 3+/16 more: exploring late
-    # loses the multimodal case the ladder exists for. Try 6 (and 2 sigma) where gains come steadily.
+    # 2026-12-03), window 6 reached the smooth optimum in 52 evaluations (median) instead of the
+    # ladder's 97, but found the ridge's well in 1 of 16 runs against the ladder's 6 of 32: exploring
+    # late loses the multimodal case the ladder exists for. Its restart also sends hot islands back to
+    # the unmodified train.py, costly on a real task. Try 6 (and 2 sigma) where gains come steadily.
     descend_window: int = 0
     descend_sigmas: float = 2.0
     # Most experiments an LLM on a hot island may stake on a multi-step bet (evolve/bets.py): it opens
