@@ -187,6 +187,19 @@ class SelectionConfig:
     # ladder: every island keeps only improvements. Must be 0 or > 1. The default, 100, was chosen on
     # scripts/bench_search.py's frozen landscapes (docs/benchmarks.md, "Temperaments").
     t_max: float = 100.0
+    # Descend first (evolve/tempering.py, `descending`): with a ladder and descend_window > 0, while
+    # the run's best kept score improved by at least descend_sigmas * sigma over the last
+    # descend_window x islands experiments, every island builds greedily on the run's champion (the
+    # whole budget descends, as the ratchet's does); when that stalls, the hot islands restart from
+    # the unmodified train.py and explore at their temperatures, until a gain that large comes
+    # again. The greedy island 0 then always builds on the run's champion. 0 = off (the default):
+    # measured on scripts/bench_search.py's landscapes (docs/benchmarks.md, "Descend first",
+    # 2026-12-03), window 6 reached the smooth optimum in 52 evaluations (median) instead of the
+    # ladder's 97, but found the ridge's well in 1 of 16 runs against the ladder's 6 of 32: exploring
+    # late loses the multimodal case the ladder exists for. Its restart also sends hot islands back to
+    # the unmodified train.py, costly on a real task. Try 6 (and 2 sigma) where gains come steadily.
+    descend_window: int = 0
+    descend_sigmas: float = 2.0
     # Most experiments an LLM on a hot island may stake on a multi-step bet (evolve/bets.py): it opens
     # one by starting its description with [bet NAME N]; the bet's lineage is exempt from the keep
     # rule for N experiments, then kept if its best beat the champion, else abandoned. 0 = no bets.
@@ -429,6 +442,10 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.promote.factor > 1, "promote.factor", cfg.promote.factor, "a multiple of task.budget_s > 1")
     _require(cfg.selection.t_max == 0 or cfg.selection.t_max > 1, "selection.t_max", cfg.selection.t_max,
              "0 (no temperature ladder) or a temperature > 1 in units of sigma")
+    _require(cfg.selection.descend_window >= 0, "selection.descend_window", cfg.selection.descend_window,
+             "an integer >= 0 (experiments per island; 0 = the ladder from the start)")
+    _require(cfg.selection.descend_sigmas > 0, "selection.descend_sigmas", cfg.selection.descend_sigmas,
+             "a gain in units of sigma > 0")
     _require(cfg.selection.bet_max_credit >= 0, "selection.bet_max_credit", cfg.selection.bet_max_credit,
              "an integer >= 0 (0 = no bets)")
     _require(cfg.exchange.interval >= 0, "exchange.interval", cfg.exchange.interval,

@@ -28,7 +28,7 @@ from .records import LLMSummary, NoiseFloor
 from .scheduler import Scheduler
 from .state import RunState
 from .stop import Stop, StopReason
-from .tempering import ladder
+from .tempering import descending, ladder
 from .bets import bet_verdict
 from .trial import Rules, readmission, tempered
 from .view import LiveView, say
@@ -169,9 +169,10 @@ class Engine:
             view.started(trial.island, f"{whose} (seed {trial.job.seed}): {trial.label}")
             return
         island = state.islands[trial.island]
+        temperature = self._temperature(state, trial.island)
         verdict = tempered(trial, trial.verdict(sigma, self.rules, epoch, parent_runs, island.epoch_cause),
-                           self.temperatures[trial.island], sigma, epoch, island.head, self.rng.random)
-        verdict = bet_verdict(trial, verdict, island.bet, island.head, self.temperatures[trial.island],
+                           temperature, sigma, epoch, island.head, self.rng.random)
+        verdict = bet_verdict(trial, verdict, island.bet, island.head, temperature,
                               self.cfg.selection.bet_max_credit, epoch)
         again = readmission(trial, verdict, island.population, island.head, epoch)
         if again is not None and not self.stop.requested:
@@ -186,6 +187,16 @@ class Engine:
         recorder.sync_branches()
         view.finished(trial.island, exp)
         self.live_report.after_record(len(recorder.state.experiments))
+
+    def _temperature(self, state: RunState, island: int) -> float:
+        """Island's temperature now: its place on the ladder, or 0 while the run is descending
+        (selection.descend_window: every island is greedy then)."""
+        t = self.temperatures[island]
+        sel = self.cfg.selection
+        if t > 0 and sel.descend_window > 0 and descending(state.experiments, state.sigma,
+                                                           sel.descend_window * state.n_islands, sel.descend_sigmas):
+            return 0.0
+        return t
 
     def _collect_promotion(self, trial: PromotionTrial, m, fleet: Fleet, scheduler: Scheduler, recorder: Recorder,
                            view: LiveView) -> None:

@@ -13,7 +13,7 @@ from .noise import pooled
 from .bets import plan_close, plan_open
 from .records import Exchange, Migration, NoiseFloor, NoiseUpdate, Record, Reset
 from .state import RunState
-from .tempering import exchange_pairs, exchange_probability, in_sigmas, ladder
+from .tempering import descending, exchange_pairs, exchange_probability, in_sigmas, ladder
 
 
 def migration_targets(source: int, n_islands: int, topology: Topology, rng: random.Random,
@@ -68,6 +68,34 @@ def plan_reset(state: RunState, interval: int, fraction: float, rng: random.Rand
     return Reset(round=state.reset_rounds + 1, resets=tuple(resets), after_seq=state.next_seq - 1)
 
 
+def plan_restart(state: RunState, temperatures: tuple[float, ...], window: int, gain_sigmas: float,
+                 retired: frozenset[int] = frozenset()) -> Reset | None:
+    """Due when the run stops descending (evolve/tempering.py's `descending`, over window
+    experiments): the hot islands restart from the unmodified train.py (their population and
+    exploring head become it), so their walks at temperature begin where the run began, not from the champion's
+    basin the descent found; the greedy island 0 first takes the run's champion if only a hot
+    island holds it, so nothing found is lost."""
+    if window <= 0 or not any(temperatures) or not state.experiments:
+        return None
+    n = len(state.experiments)
+    if not descending(state.experiments, state.sigma, window, gain_sigmas, n - 1) or \
+            descending(state.experiments, state.sigma, window, gain_sigmas, n):
+        return None
+    base = next((e.commit for e in state.experiments if e.is_baseline), None)
+    champion = state.champion()
+    if base is None or champion is None:
+        return None
+    hot = [k for k, t in enumerate(temperatures) if t > 0 and k not in retired]
+    base_bpb = state.member_bpb(base)
+    resets = []
+    cold = next((k for k, t in enumerate(temperatures) if t <= 0 and k not in retired), None)
+    if cold is not None and champion.commit not in state.islands[cold].population:
+        donor = next(isl.index for isl in state.islands if champion.commit in isl.population)
+        resets.append((cold, donor, champion.commit, champion.val_bpb))
+    resets += [(k, -1, base, base_bpb) for k in hot]
+    return Reset(round=state.reset_rounds, resets=tuple(resets), after_seq=state.next_seq - 1, restart=True)
+
+
 def plan_exchanges(state: RunState, interval: int, temperatures: tuple[float, ...], rng: random.Random,
                    retired: frozenset[int] = frozenset()) -> list[Exchange]:
     """Replica exchange, due every `interval` experiments run-wide once sigma is known: neighbours
@@ -109,6 +137,7 @@ class Epochs:
         self.exchange_interval = cfg.exchange.interval
         self.t_max = cfg.selection.t_max
         self.bet_max_credit = cfg.selection.bet_max_credit
+        self.descend_window, self.descend_sigmas = cfg.selection.descend_window, cfg.selection.descend_sigmas
         self.rng = rng
         self.baseline_total = baseline_total
         self.baseline_cap = baseline_cap(baseline_total)
@@ -157,7 +186,9 @@ class Epochs:
         for plan in (lambda: self.noise_floor(state), lambda: self.noise_update(state),
                      lambda: plan_migration(state, island, self.migration.interval, self.migration.size,
                                             self.migration.topology, self.rng, retired),
-                     lambda: plan_reset(state, self.reset.interval, self.reset.fraction, self.rng, retired)):
+                     lambda: plan_reset(state, self.reset.interval, self.reset.fraction, self.rng, retired),
+                     lambda: plan_restart(state, ladder(state.n_islands, self.t_max),
+                                          self.descend_window * state.n_islands, self.descend_sigmas, retired)):
             event = plan()
             if event is not None:
                 yield event

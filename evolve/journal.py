@@ -80,7 +80,8 @@ def events_row(record: Record) -> str:
                   + ", ".join(f"{c[:7]} ({v:.6f})" for c, v in record.migrants))
         after = record.after_seq
     elif isinstance(record, Reset):
-        detail = f"round {record.round}: " + ", ".join(
+        detail = (f"restart (descent stalled): " if record.restart else f"round {record.round}: ") + ", ".join(
+            f"island {i} <- unmodified train.py {c[:7]} ({v:.6f})" if d < 0 else
             f"island {i} <- island {d} champion {c[:7]} ({v:.6f})" for i, d, c, v in record.resets)
         after = record.after_seq
     elif isinstance(record, Bet):

@@ -27,6 +27,7 @@ from .lessons import read_lessons, summary_prompt
 from .llm_choice import LLMChoice
 from .population import Member
 from .state import RunState
+from .tempering import descending
 
 FALLBACK_OPERATOR = "perturb"
 OFFLINE_OPERATORS = ("perturb", "crossover")
@@ -125,6 +126,7 @@ class Proposer:
         self.lab = lab
         self.temperatures = temperatures    # each island's, in sigma units (evolve/tempering.py)
         self.bet_max_credit = cfg.selection.bet_max_credit
+        self.descend_window, self.descend_sigmas = cfg.selection.descend_window, cfg.selection.descend_sigmas
         self.rng = rng
         self.run_dir = run_dir
         self.program = program
@@ -210,7 +212,20 @@ class Proposer:
                       island=member.origin_island, description=description,
                       metrics=dict(made.metrics) if made is not None else {})
 
+    def greedy_on_champion(self, state: RunState, island: int) -> bool:
+        """With a temperature ladder and selection.descend_window: the greedy island 0 always, and
+        every island while the run is descending (evolve/tempering.py), builds on the run's champion."""
+        if self.descend_window <= 0 or not any(self.temperatures):
+            return False
+        if self.temperatures[island] <= 0:
+            return True
+        return descending(state.experiments, state.sigma, self.descend_window * state.n_islands, self.descend_sigmas)
+
     def _draw(self, state: RunState, island: int) -> Member:
+        if self.greedy_on_champion(state, island):
+            champion = state.champion()
+            if champion is not None:
+                return champion
         head = state.head_member(island)
         if head is not None:   # a hot island walks on from its exploring head
             return head

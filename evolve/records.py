@@ -114,10 +114,14 @@ class Migration:
 
 @dataclass(frozen=True)
 class Reset:
-    round: int                    # run-wide reset round, 1-based
+    round: int                    # run-wide reset round, 1-based (a restart keeps the round it came in)
     resets: tuple[tuple[int, int, str, float], ...]  # (island, donor island, commit, val_bpb)
     after_seq: int
     kind: str = "reset"
+    # A restart (selection.descend_window): the run stopped descending, so the hot islands restart
+    # from the unmodified train.py (donor -1) and the greedy island 0 takes the run's champion if it
+    # lacks it. Not a round of reset.interval's schedule.
+    restart: bool = False
 
 
 @dataclass(frozen=True)

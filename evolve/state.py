@@ -96,11 +96,14 @@ class RunState:
         elif isinstance(record, Reset):
             self.reset_rounds = record.round
             for island, donor, commit, val_bpb in record.resets:
-                self.islands[island].population.replace_all(self._member(commit, val_bpb, donor, record.after_seq))
+                origin = donor if donor >= 0 else island      # a restart's donor is the unmodified train.py (-1)
+                self.islands[island].population.replace_all(self._member(commit, val_bpb, origin, record.after_seq))
                 self.islands[island].resets += 1
                 self.islands[island].epoch += 1
-                self.islands[island].epoch_cause = "was reset"
-                self.islands[island].head = None
+                self.islands[island].epoch_cause = "was restarted" if record.restart else "was reset"
+                # a restart's hot island walks from the unmodified train.py (its head), whatever
+                # migrants later join its population; a reset's draws from its new population
+                self.islands[island].head = commit if record.restart and donor < 0 else None
                 self.islands[island].bet = None
             self.events.append(record)
         elif isinstance(record, Bet):
@@ -209,6 +212,11 @@ class RunState:
     def state_of(self, island: int) -> Member | None:
         """What replica exchange swaps: the island's head, else its champion."""
         return self.head_member(island) or self.islands[island].champion()
+
+    def member_bpb(self, commit: str) -> float:
+        """A commit's score: the mean of every run of it in the run (nan when it has none)."""
+        runs = self.measurements.get(commit)
+        return sum(runs) / len(runs) if runs else float("nan")
 
     def runs_of(self, commit: str) -> list[float]:
         """Every successful measurement of a commit in the run."""

@@ -6,6 +6,13 @@ child worse than its head by delta as its new head with probability exp(-delta /
 lineage can go uphill to set up a larger gain. Island 0 is greedy (T = 0: only keeps move it, the
 anchor's rule with a noise floor); island k > 0 of n has T = t_max ** (k / (n - 1)), a geometric
 ladder that ends at selection.t_max on the last island.
+
+Descend first (selection.descend_window > 0, the default): while the run's best kept score keeps
+improving by at least selection.descend_sigmas sigma over the last descend_window x islands
+experiments (`descending`), every island acts greedy (T = 0) and builds on the run's champion, so
+the whole budget descends as the ratchet's would; island 0 always does. When the descent stalls,
+the hot islands restart from the unmodified train.py (epochs.plan_restart, a Reset record with
+restart=True) and walk from there at their temperatures, until a gain that large comes again.
 """
 from __future__ import annotations
 
@@ -56,3 +63,29 @@ def exchange_pairs(n_islands: int, round_: int, retired: frozenset[int] = frozen
     live = [k for k in range(n_islands) if k not in retired]
     first = 0 if round_ % 2 == 1 or len(live) == 2 else 1
     return [(live[i], live[i + 1]) for i in range(first, len(live) - 1, 2)]
+
+
+def run_best(experiments, upto: int | None = None) -> float | None:
+    """The best val_bpb any kept experiment (baselines included) scored among the first `upto`
+    experiments (all: None); None before any."""
+    values = [e.val_bpb for e in (experiments if upto is None else experiments[:upto])
+              if e.status == "keep" and e.val_bpb is not None]
+    return min(values) if values else None
+
+
+def descending(experiments, sigma: float | None, window: int, gain_sigmas: float, upto: int | None = None) -> bool:
+    """Whether the run is still descending (selection.descend_window, evolve/tempering.py's module
+    docstring): its best kept score improved by at least gain_sigmas * sigma over the last `window`
+    experiments (of the first `upto`), or fewer than `window` experiments were judged yet. While it
+    is, the hot islands act greedy on the run's champion (the whole budget descends, as a ratchet
+    would); once it stalls they explore at their temperatures. window 0: never (the plain ladder)."""
+    if window <= 0 or sigma is None:
+        return False
+    n = len(experiments) if upto is None else upto
+    judged = sum(1 for e in experiments[:n] if not e.is_baseline)
+    if judged < window:
+        return True
+    before, now = run_best(experiments, n - window), run_best(experiments, n)
+    if before is None or now is None:
+        return True
+    return (before - now) >= gain_sigmas * max(sigma, SIGMA_RESOLUTION)

@@ -25,6 +25,13 @@ same budget:
     exchange         islands + exchange.interval=4 (replica exchange between greedy islands)
     tempering        islands + both (the defaults chosen in docs/benchmarks.md, issue 14)
     ladder-solo, tempering-solo   the same without migration and resets
+    descend          ladder + selection.descend_window=6 descend_sigmas=2 (2026-12-03: every island greedy on
+                     the run's champion while the run descends, then the hot islands restart from the
+                     unmodified train.py at their temperatures; --descend W,G changes the two)
+    descend-solo, descend-exchange   the same without migration and resets / with exchange.interval=4
+
+Every run passes report.every=0: the live report (a process every 10 experiments) changes nothing
+the search does and took a large share of the CPU on a loaded machine.
 
 All runs happen in this one process: one ray.init(), then evolve.engine.Engine(cfg, run_dir, islands,
 llm=None).run() per run with the config composed by Hydra from conf/ (the engine reuses an initialized
@@ -35,7 +42,11 @@ Printed per config: success rate (best score below the task's SUCCESS_THRESHOLD)
 interval, median best score and median evaluations to reach it with bootstrap 95% intervals, median
 evaluations to success among the successful runs, and the success-rate ratio against the ratchet.
 Before the engine runs, a pure-Python ratchet with the real perturb operator (no engine) checks
-that the landscape is deceptive at this budget (--simulate N runs; 0 skips it).
+that the landscape is deceptive at this budget (--simulate N runs; 0 skips it); with it, each row
+is also compared with that engine-free ratchet's N runs (the same operator and keep rule, hundreds
+of runs in seconds, so its rate is estimated where the engine's ratchet found the well in 0 or 1 of
+16): rate ratio with a bootstrap over both sets of runs, Wilson lower bound over its Wilson upper
+bound, and median evaluations to success against its median.
 """
 from __future__ import annotations
 
@@ -85,22 +96,28 @@ def task_dir(name: str) -> Path:
 
 # Every knob a config depends on is spelled out, so that the configs stay what their names say
 # whatever the defaults are (issue 14 changed selection.t_max and exchange.interval).
-_PLAIN = ["selection.t_max=0", "exchange.interval=0"]
+_PLAIN = ["selection.t_max=0", "exchange.interval=0", "selection.descend_window=0"]
 _MIGRATE = ["migration.interval=5", "reset.interval=10", "reset.fraction=0.5"]
 _SOLO = ["migration.interval=0", "reset.interval=0"]
 _LADDER = ["selection.t_max=100"]          # --t-max replaces the value
 _EXCHANGE = ["exchange.interval=4"]
+_NO_DESCEND = ["selection.descend_window=0"]
+_DESCEND = ["selection.descend_window=6", "selection.descend_sigmas=2"]   # --descend replaces the values
 CONFIGS: dict[str, tuple[int, list[str]]] = {
     "ratchet": (1, ["selection=ratchet"]),
     "islands": (4, [*_MIGRATE, *_PLAIN]),
     "islands-noreset": (4, ["migration.interval=5", "reset.interval=0", *_PLAIN]),
     "islands-solo": (4, [*_SOLO, *_PLAIN]),
     # issue 14's ablation: the temperature ladder, replica exchange, both; with and without migration/resets
-    "ladder": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0"]),
-    "exchange": (4, [*_MIGRATE, "selection.t_max=0", *_EXCHANGE]),
-    "tempering": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE]),
-    "ladder-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0"]),
-    "tempering-solo": (4, [*_SOLO, *_LADDER, *_EXCHANGE]),
+    "ladder": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0", *_NO_DESCEND]),
+    "exchange": (4, [*_MIGRATE, "selection.t_max=0", *_EXCHANGE, *_NO_DESCEND]),
+    "tempering": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE, *_NO_DESCEND]),
+    "ladder-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0", *_NO_DESCEND]),
+    "tempering-solo": (4, [*_SOLO, *_LADDER, *_EXCHANGE, *_NO_DESCEND]),
+    # 2026-12-03: descend first (selection.descend_window), then the ladder from the unmodified train.py
+    "descend": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0", *_DESCEND]),
+    "descend-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0", *_DESCEND]),
+    "descend-exchange": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE, *_DESCEND]),
 }
 
 
@@ -167,12 +184,21 @@ def load_prepare(task: Path):
 def simulate_ratchet(task: Path, runs: int, evaluations: int, seed: int = 12345) -> tuple[float, float]:
     """A pure-Python ratchet with the engine's perturb operator on the task's train.py: the fraction
     of runs whose best reaches the threshold, and the fraction found within the first 10 evaluations."""
+    outcomes = simulate_ratchet_runs(task, runs, evaluations, seed)
+    return (sum(o is not None for o in outcomes) / runs, sum(o is not None and o <= 10 for o in outcomes) / runs)
+
+
+def simulate_ratchet_runs(task: Path, runs: int, evaluations: int, seed: int = 12345) -> list[int | None]:
+    """The engine-free ratchet's runs: each one's evaluations to success (1-based, the baseline
+    counted, as the engine's evals_to_success), None where it never got there. Many runs in
+    seconds, so the anchor's success rate is estimated where the engine's 16 runs see 0 or 1."""
     prepare = load_prepare(task)
     source = (task / "train.py").read_text()
     op = Perturb()
     names = prepare.PARAMS
-    found = early = 0
+    out: list[int | None] = []
     for r in range(runs):
+        out.append(None)
         rng = random.Random(seed + r)
         head = source
         head_score = None
@@ -187,10 +213,49 @@ def simulate_ratchet(task: Path, runs: int, evaluations: int, seed: int = 12345)
             if score < head_score:
                 head, head_score = cand, score
                 if score < prepare.SUCCESS_THRESHOLD:
-                    found += 1
-                    early += e < 10
+                    out[-1] = e + 1
                     break
-    return found / runs, early / runs
+    return out
+
+
+def simulate_parallel_greedy(task: Path, runs: int, evaluations: int, in_flight: int, noise_k: float = 1.0,
+                             seed: int = 999) -> list[int | None]:
+    """The best any engine of `in_flight` concurrently running islands can do on a landscape where
+    only descending pays: every child is drawn from the run's champion at the time it starts, and
+    in_flight - 1 others are still running when it is judged (so a gain makes them children of an
+    older champion); in_flight baselines first, the engine's keep rule (a gain over noise_k * sigma
+    * sqrt(2)). Each run's evaluations to success, None where it never got there. in_flight=1 is
+    the serial ratchet (with that keep rule)."""
+    prepare = load_prepare(task)
+    source = (task / "train.py").read_text()
+    op = Perturb()
+    names = prepare.PARAMS
+
+    def score(text: str, s: int) -> float:
+        consts = find_constants(text)
+        return prepare.evaluate({n: consts[n].value for n in names}, s)
+
+    out: list[int | None] = []
+    margin = noise_k * float(prepare.NOISE) * math.sqrt(2)
+    for r in range(runs):
+        rng = random.Random(seed + r)
+        champion, champion_score = source, score(source, 0)
+        running: list[tuple[str, float]] = []
+        done, found = in_flight, None
+        while done < evaluations and found is None:
+            running.append((op.propose([Parent(commit="x", source=champion, val_bpb=champion_score, island=0)],
+                                       rng).source, champion_score))
+            if len(running) < in_flight:
+                continue
+            child, parent_score = running.pop(0)
+            value = score(child, 0)
+            done += 1
+            if value < parent_score - margin and value < champion_score:
+                champion, champion_score = child, value
+                if value < prepare.SUCCESS_THRESHOLD:
+                    found = done
+        out.append(found)
+    return out
 
 
 # ---- engine runs ------------------------------------------------------------------------------------
@@ -237,16 +302,20 @@ def run_engine(islands: int, overrides: list[str], run_dir: Path, log_path: Path
 
 
 def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path, threshold: float,
-            log_dir: Path, t_max: float | None = None) -> Outcome:
+            log_dir: Path, t_max: float | None = None, descend: tuple[int, float] | None = None) -> Outcome:
     from evolve.records import Migration, Reset
 
     islands, extra = CONFIGS[config]
     if t_max is not None:
         extra = [f"selection.t_max={t_max:g}" if o in _LADDER else o for o in extra]
+    if descend is not None:
+        window, gain = descend
+        extra = [f"selection.descend_window={window}" if o == _DESCEND[0] else
+                 f"selection.descend_sigmas={gain:g}" if o == _DESCEND[1] else o for o in extra]
     # Confirmation runs are off: they are fitness runs that run.max_experiments does not count, and
     # the comparison is at equal fitness runs.
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
-                 f"run.max_experiments={evaluations}", "run.live=false", f"seed={seed}",
+                 f"run.max_experiments={evaluations}", "run.live=false", "report.every=0", f"seed={seed}",
                  "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *extra]
     state, wall = run_engine(islands, overrides, workdir / f"{config}-seed{seed}", log_dir / f"{config}-seed{seed}.log")
     ok = [e for e in state.experiments if e.val_bpb is not None]
@@ -289,8 +358,14 @@ def main() -> None:
                     help="rewrite a constant of the task's prepare.py in the benchmark's copy (repeatable)")
     ap.add_argument("--t-max", type=float, default=None,
                     help="selection.t_max of the configs with a temperature ladder (default: theirs, 100)")
+    ap.add_argument("--descend", default=None, metavar="WINDOW,SIGMAS",
+                    help="selection.descend_window,descend_sigmas of the descend* configs (default: theirs, 6,2)")
     ap.add_argument("--simulate", type=int, default=500,
                     help="runs of the engine-free ratchet check (0 = skip); with --seeds 0 only this runs")
+    ap.add_argument("--simulate-parallel", type=int, default=0, metavar="N",
+                    help="only print, for 1-4 islands running at once, the median evaluations to success of N runs "
+                         "of an engine-free greedy search that always builds on the run's champion (the bound that "
+                         "concurrency sets on the smooth landscape), then exit")
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for median intervals")
     ap.add_argument("--workdir", type=Path, default=None, help="where runs go (default: a temporary dir)")
     ap.add_argument("--keep", action="store_true", help="keep the run directories")
@@ -307,6 +382,19 @@ def main() -> None:
         if c not in CONFIGS:
             raise SystemExit(f"--configs: unknown {c!r}; expected some of {', '.join(CONFIGS)}")
 
+    if args.simulate_parallel:
+        prepare = load_prepare(args.task)
+        print(f"engine-free greedy search on the run's champion, {args.task.name}, {args.simulate_parallel} runs of "
+              f"{args.evaluations} evaluations (baselines counted), success = best < {prepare.SUCCESS_THRESHOLD}:")
+        print("| islands at once | reached it | median evals to success [95% boot] |\n|---|---|---|")
+        rng = random.Random(0)
+        for k in (1, 2, 3, 4):
+            runs = simulate_parallel_greedy(args.task, args.simulate_parallel, args.evaluations, k)
+            succ = [float(o) for o in runs if o is not None]
+            m, lo, hi = bootstrap_median(succ, args.bootstrap, rng)
+            print(f"| {k} | {len(succ)}/{len(runs)} | {m:.0f} [{lo:.0f}, {hi:.0f}] |", flush=True)
+        return
+
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-search-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -321,7 +409,9 @@ def main() -> None:
         sim = None
         if args.simulate > 0:
             t0 = time.time()
-            sim = simulate_ratchet(task, args.simulate, args.evaluations)
+            sim_runs = simulate_ratchet_runs(task, args.simulate, args.evaluations)
+            sim = (sum(o is not None for o in sim_runs) / args.simulate,
+                   sum(o is not None and o <= 10 for o in sim_runs) / args.simulate)
             print(f"[bench_search] engine-free ratchet check: {sim[0]:.1%} of {args.simulate} runs find the well in "
                   f"{args.evaluations} evaluations ({sim[1]:.1%} within the first 10) [{time.time() - t0:.1f} s]",
                   flush=True)
@@ -331,6 +421,11 @@ def main() -> None:
         context = {"evaluations": args.evaluations, "sets": sorted(args.set), "task": args.task.name}
         if args.t_max is not None:
             context["t_max"] = args.t_max
+        descend = None
+        if args.descend is not None:
+            window, _, gain = args.descend.partition(",")
+            descend = (int(window), float(gain or 2))
+            context["descend"] = list(descend)
         if args.results and args.results.exists():
             for line in args.results.read_text().splitlines():
                 record = json.loads(line)
@@ -355,7 +450,7 @@ def main() -> None:
             log_dir.mkdir(exist_ok=True)
             try:
                 for seed, config in todo:
-                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir, args.t_max)
+                    o = run_one(config, seed, task, args.evaluations, workdir, threshold, log_dir, args.t_max, descend)
                     outcomes.append(o)
                     if args.results:
                         with open(args.results, "a") as f:
@@ -446,7 +541,23 @@ def main() -> None:
             else:
                 row.append("-")
             if sim:
-                row.append(ratio(rate, sim[0]))
+                # Against the engine-free ratchet's many runs (the same perturb operator and keep rule):
+                # the rate ratio with a bootstrap over both sets of runs, the conservative Wilson ratio,
+                # and the median evaluations to success against its median.
+                sim_found = [o is not None for o in sim_runs]
+                row.append(ratio(rate, sim[0]) + (ratio_interval(found, sim_found) if any(sim_found) else ""))
+                hi_s = wilson(sum(sim_found), len(sim_found))[1]
+                row.append(f"{wilson(sum(found), len(found))[0] / hi_s:.2f}" if hi_s > 0 else "-")
+                sim_succ = [float(o) for o in sim_runs if o is not None]
+                if mine and sim_succ:
+                    boot = sorted(statistics.median(rng.choices(mine, k=len(mine)))
+                                  / statistics.median(rng.choices(sim_succ, k=len(sim_succ)))
+                                  for _ in range(args.bootstrap))
+                    row.append(f"{statistics.median(mine) / statistics.median(sim_succ):.2f}x "
+                               f"[{boot[int(0.025 * (len(boot) - 1))]:.2f}, "
+                               f"{boot[int(math.ceil(0.975 * (len(boot) - 1)))]:.2f}]")
+                else:
+                    row.append("-")
 
         print()
         print(f"## Search benchmark ({dt.date.today()}): {args.seeds} seeds x {args.evaluations} evaluations, "
@@ -462,7 +573,8 @@ def main() -> None:
                       "median evals to best [95%]", "median evals to success", "s/run", "rate vs ratchet [95% boot]",
                       "Wilson lo / ratchet's Wilson hi", "evals to success vs ratchet [95% boot]"]
             if sim:
-                header.append("rate vs engine-free ratchet")
+                header += ["rate vs engine-free ratchet [95% boot]", "Wilson lo / engine-free's Wilson hi",
+                           "evals to success vs engine-free ratchet [95% boot]"]
             print(table(rows, header))
     finally:
         if not args.keep and args.workdir is None:

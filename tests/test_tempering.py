@@ -156,7 +156,8 @@ def test_replica_exchange_swaps_states_down_the_ladder_and_is_recorded():
 def test_the_new_knobs_are_checked():
     cfg = OmegaConf.structured(Config)
     cfg.islands = 2
-    for key, value in (("selection.t_max", 0.5), ("exchange.interval", -1), ("operators.perturb.hot_scale", 0.0)):
+    for key, value in (("selection.t_max", 0.5), ("exchange.interval", -1), ("operators.perturb.hot_scale", 0.0),
+                       ("selection.descend_window", -1), ("selection.descend_sigmas", 0.0)):
         bad = cfg.copy()
         OmegaConf.update(bad, key, value)
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -183,6 +184,7 @@ def test_a_tempered_run_records_explores_and_exchanges_and_resumes_to_the_same_h
     run_dir = tmp_path / "hot"
     common = ("+islands=3", "task=custom", f"task.dir={landscape}", "task.budget_s=0.1", "task.grace_s=20",
               "selection.t_max=1000", "exchange.interval=2", "migration.interval=0", "reset.interval=0",
+              "selection.descend_window=0",
               "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", f"run.dir={run_dir}")
     first = run_evolve(*common, "run.max_experiments=14")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -297,6 +299,7 @@ def test_an_llm_bet_end_to_end_with_the_scripted_server(tmp_path):
              "run.max_experiments=10", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=0", "llm.timeout_s=20", "llm.prefetch=false",
              "selection.t_max=10", "selection.bet_max_credit=2", "migration.interval=0", "reset.interval=0",
+             "selection.descend_window=0",
              "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
@@ -319,3 +322,118 @@ def test_an_llm_bet_end_to_end_with_the_scripted_server(tmp_path):
     assert any(f"bet {opened[0].name} is OPEN" in p for p in hot)
     assert not any("EXPLORES" in p for p in prompts if p not in hot)
     assert "bet" in {r["kind"] for r in read_tsv(run_dir / "events.tsv")}
+
+
+def test_descending_holds_while_the_run_best_gains_enough_over_the_window():
+    from evolve.tempering import descending, run_best
+
+    state = RunState(2, 4)
+    baselines(state)                                   # 2 baselines at 2.0; sigma 0.01
+    b = "b" * 40
+    assert descending(state.experiments, SIGMA, 4, 2.0)             # nothing judged yet: descend first
+    assert not descending(state.experiments, SIGMA, 0, 2.0)         # window 0: never (the plain ladder)
+    assert not descending(state.experiments, None, 4, 2.0)          # no noise floor yet
+    values = [1.95, 2.1, 1.94, 2.2, 2.3, 2.2, 1.93, 2.4]
+    for i, v in enumerate(values):
+        state.apply(exp(2 + i, i % 2, f"{i:040d}", v, KEEP if v < 2.0 else DISCARD, parents=(b,)))
+    assert run_best(state.experiments) == pytest.approx(1.93)
+    assert run_best(state.experiments, 4) == pytest.approx(1.95)
+    # over the last 4 experiments the best went 1.94 -> 1.93: 1 sigma, less than 2
+    assert not descending(state.experiments, SIGMA, 4, 2.0)
+    assert descending(state.experiments, SIGMA, 4, 0.5)
+    # over seq 2..5 (the first 6 experiments) the best went 2.0 -> 1.94
+    assert descending(state.experiments, SIGMA, 4, 2.0, upto=6)      # 2.0 -> 1.94 over seq 2..5
+    assert descending(state.experiments, SIGMA, 8, 2.0)              # 2.0 -> 1.93 over the whole run
+
+
+def test_a_stall_restarts_the_hot_islands_from_the_unmodified_train_py_once():
+    from evolve.epochs import plan_restart
+
+    state = RunState(3, 4)
+    baselines(state)
+    b, temps = "b" * 40, ladder(3, 100.0)
+    events = []
+
+    def record(e):       # what Epochs.after does with selection.descend_window=1 (x 3 islands)
+        state.apply(e)
+        event = plan_restart(state, temps, 3, 2.0)
+        if event is not None:
+            state.apply(event)
+            events.append(event)
+
+    record(exp(3, 2, "g" * 40, 1.5, KEEP, parents=(b,)))       # hot island 2 finds the champion while descending
+    record(exp(4, 0, "h" * 40, 1.45, KEEP, parents=("g" * 40,)))
+    record(exp(5, 1, "i" * 40, 1.44, KEEP, parents=("h" * 40,)))
+    assert not [e for e in events if isinstance(e, Reset)]      # 1.5 -> 1.44 over 3: still descending
+    record(exp(6, 0, "j" * 40, 1.60, DISCARD, parents=("i" * 40,)))
+    record(exp(7, 1, "k" * 40, 1.60, DISCARD, parents=("i" * 40,)))
+    restarts = [e for e in events if isinstance(e, Reset)]
+    assert len(restarts) == 1 and restarts[0].restart and restarts[0].round == 0
+    # island 0 holds none of the champion i (island 1 found it): it takes it; the hot islands restart
+    assert restarts[0].resets == ((0, 1, "i" * 40, 1.44), (1, -1, b, 2.0), (2, -1, b, 2.0))
+    assert state.islands[0].champion().commit == "i" * 40
+    assert [m.commit for m in state.islands[1].population.members] == [b] and state.islands[2].head == b
+    assert state.islands[0].head is None                                     # the greedy island has none
+    assert state.champion().commit == "i" * 40 and state.reset_rounds == 0      # nothing lost, no reset round used
+    assert "restart (descent stalled)" in events_row(restarts[0]) and from_json(to_json(restarts[0])) == restarts[0]
+    record(exp(8, 2, "l" * 40, 1.70, DISCARD, parents=(b,)))
+    assert len([e for e in events if isinstance(e, Reset)]) == 1            # once per stall
+    assert plan_restart(state, temps, 0, 2.0) is None                         # off
+    assert plan_restart(state, ladder(3, 0.0), 3, 2.0) is None                # no ladder: nothing to restart
+
+
+def test_the_greedy_island_and_every_island_while_descending_build_on_the_run_champion(tmp_path):
+    from evolve.proposer import Proposer
+
+    cfg = OmegaConf.structured(Config)
+    cfg.islands = 2
+    OmegaConf.update(cfg, "selection.descend_window", 2)
+    proposer = Proposer(None, cfg, None, random.Random(0), tmp_path, "", ladder(2, 100.0))
+    state = RunState(2, 4)
+    baselines(state)
+    b = "b" * 40
+    state.apply(exp(2, 1, "g" * 40, 1.5, KEEP, parents=(b,)))
+    assert proposer._draw(state, 0).commit == "g" * 40 and proposer._draw(state, 1).commit == "g" * 40
+    for i in range(3, 7):
+        state.apply(exp(i, 1, f"{i:040d}", 1.9, DISCARD, parents=("g" * 40,)))
+    state.apply(exp(7, 1, "w" * 40, 2.3, EXPLORE, parents=(b,)))   # stalled: island 1 walks its own head
+    assert proposer._draw(state, 0).commit == "g" * 40 and proposer._draw(state, 1).commit == "w" * 40
+    OmegaConf.update(cfg, "selection.descend_window", 0)            # off: the ladder as before
+    plain = Proposer(None, cfg, None, random.Random(0), tmp_path, "", ladder(2, 100.0))
+    assert plain._draw(state, 1).commit == "w" * 40
+    assert plain._draw(state, 0).commit in {m.commit for m in state.islands[0].population.members}
+
+
+def test_a_descend_first_run_restarts_its_hot_islands_and_resumes_to_the_same_heads(tmp_path, landscape):
+    """End to end: with selection.descend_window the run descends greedily first; once it stalls
+    (here at once: a gain of 1000 sigma per window is never seen) the hot islands restart from the
+    unmodified train.py (a reset row, restart), their heads have refs, and a resumed run rebuilds
+    the same state from the journal."""
+    import git
+
+    from tests.test_engine import assert_records_agree_with_git, read_tsv, run_evolve
+
+    run_dir = tmp_path / "descend"
+    common = ("+islands=3", "task=custom", f"task.dir={landscape}", "task.budget_s=0.1", "task.grace_s=20",
+              "selection.t_max=100", "selection.descend_window=1", "selection.descend_sigmas=1000",
+              "migration.interval=0", "reset.interval=0", "selection.confirm_sigmas=0",
+              "selection.implausible_sigmas=0", f"run.dir={run_dir}")
+    first = run_evolve(*common, "run.max_experiments=12")
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = run_evolve(*common, "run.max_experiments=18")
+    assert second.returncode == 0, second.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 3)
+    assert len(state.experiments) == 18
+    restarts = [e for e in state.events if isinstance(e, Reset) and e.restart]
+    assert restarts and {i for i, d, *_ in restarts[0].resets if d < 0} == {1, 2}
+    base = state.experiments[0].commit
+    assert all(c == base for i, d, c, _ in restarts[0].resets if d < 0)
+    assert any("restart (descent stalled)" in r["detail"] for r in read_tsv(run_dir / "events.tsv"))
+    # before the restart every child was drawn from the run's champion at T = 0: nothing explored
+    assert not [e for e in state.experiments if e.status == EXPLORE and e.seq <= restarts[0].after_seq]
+    repo = git.Repo(run_dir / "lab")
+    for isl in state.islands:
+        ref = f"refs/evolve/{run_dir.name}/head/island-{isl.index}"
+        held = repo.git.for_each_ref("--format=%(objectname)", ref).strip() or None
+        assert held == isl.head, f"island {isl.index}: ref {held} != head {isl.head}"
+    assert state.islands[0].head is None

@@ -249,9 +249,11 @@ def render_events(run: RunData) -> str:
                     + ", ".join(f"<code>{esc(c[:7])}</code> ({v:.6f})" for c, v in e.migrants))
             rows.append([str(e.after_seq), "migration", what])
         elif isinstance(e, Reset):
-            what = "; ".join(f"island {i} ← champion <code>{esc(c[:7])}</code> ({v:.6f}) of island {d}"
+            what = "; ".join(f"island {i} ← unmodified train.py <code>{esc(c[:7])}</code> ({v:.6f})" if d < 0 else
+                             f"island {i} ← champion <code>{esc(c[:7])}</code> ({v:.6f}) of island {d}"
                              for i, d, c, v in e.resets)
-            rows.append([str(e.after_seq), f"reset (round {e.round})", what])
+            rows.append([str(e.after_seq), "restart (descent stalled)" if e.restart else f"reset (round {e.round})",
+                         what])
         elif isinstance(e, Bet):
             what = (f"island {e.island}: <b>{esc(e.name)}</b>, {e.credit} experiments, "
                     + (f"{esc(e.outcome)}: best <code>{esc(e.best_commit[:7])}</code> ({e.best_bpb:.6f}) against "
