@@ -238,7 +238,10 @@ def test_ctrl_c_stops_gracefully_and_leaves_clean_worktrees(tmp_path: Path, land
     run_dir = tmp_path / "interrupted"
     args = ("+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=3",
             "run.max_experiments=20", f"run.dir={run_dir}", "run.live=false")
-    proc = subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child: a suite started in the background (`nohup ... &`) hands
+    # its processes an ignored SIGINT, which Ctrl-C could then never reach
+    proc = subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     journal = run_dir / "journal.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (journal.exists() and '"sigma"' in journal.read_text()):
