@@ -254,7 +254,7 @@ def scheduler(cfg, state, recorded):
 
 
 def test_generation_0_runs_every_baseline_then_waits_for_the_noise_floor():
-    cfg = config(**{"selection.baseline_runs": 3})
+    cfg = config(**{"selection.baseline_runs": 3, "selection.min_baselines": 3})
     state, recorded = RunState(2, 4), []
     s = scheduler(cfg, state, recorded)
     first = s.next_trials(busy=set(), in_flight=0)
