@@ -128,9 +128,9 @@ def test_llm_spend_cap_falls_back_to_offline_operators(tmp_path: Path):
     assert "reached llm.max_cost_usd=0.001: offline operators from now on" in done.stdout
     state = load_state(run_dir, 1)
     operators = [e.operator for e in state.experiments]
-    assert operators[:3] == ["baseline", "baseline", "llm_mutation"]
-    assert set(operators[3:]) == {"perturb"} and requests == 1
-    assert state.experiments[2].cost["usd"] > 0.001
+    assert operators[:5] == ["baseline"] * 4 + ["llm_mutation"]     # selection.min_baselines=4 baselines
+    assert set(operators[5:]) == {"perturb"} and requests == 1
+    assert state.experiments[4].cost["usd"] > 0.001
 
 
 def test_island_epochs_in_both_orders(tmp_path: Path):
