@@ -39,7 +39,8 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
         )
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
-             "run.max_experiments=8", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "run.max_experiments=8", "selection.min_baselines=2",   # two baselines: six LLM proposals in eight
+             f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", "llm.lessons_every=4",
              "focus=areas", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -172,7 +173,8 @@ def test_a_candidate_that_trains_outside_the_counted_time_is_over_budget(tmp_pat
                       Reply(whole_file("learning rate 0.012", "0.012")))
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
-             "run.max_experiments=4", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "run.max_experiments=6",   # four baselines, two candidates
+             f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=0", "task.uncounted_margin=0.5",
              "task.uncounted_margin_s=1", "llm.prefetch=false", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
