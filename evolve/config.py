@@ -167,7 +167,7 @@ class SelectionConfig:
     baseline_runs: int = 0
     # Successful baselines needed before anything is judged: a failed baseline is re-run with a new
     # seed (up to twice the planned number of runs), and the run stops if fewer succeed.
-    min_baselines: int = 2
+    min_baselines: int = 4
     # A would-be keep whose gain over its parent is at most confirm_sigmas standard errors of the
     # difference runs again, and so does its parent, on one fresh seed, before it is kept (so before
     # it can become a champion or a migrant): the runs of both decide. 0 = never. Chosen with
@@ -175,12 +175,19 @@ class SelectionConfig:
     confirm_sigmas: float = 5.0
     # A gain larger than implausible_sigmas * sigma is re-run the same way before it is kept. 0 = never.
     implausible_sigmas: float = 20.0
-    # Extra runs, each with a new seed, that a candidate under confirmation gets at most.
-    confirm_runs: int = 1
+    # Extra runs, each with a new seed, that a candidate under confirmation gets at most. Above 1 the
+    # confirmation is a sequential test: after each paired re-run (candidate and parent on one fresh
+    # seed) it runs again while its mean still clears noise_k and its mean paired gain is positive
+    # but not yet beyond paired_sigmas * sigma / sqrt(pairs); then the runs decide.
+    confirm_runs: int = 3
     # A candidate under confirmation is kept only if, on each fresh seed it shares with its parent,
     # it beats the parent by more than paired_sigmas * sigma (what a seed fixes cancels in that
     # difference). 0 = any gain on the shared seed.
-    paired_sigmas: float = 2.0
+    paired_sigmas: float = 3.0
+    # Judge with sigma widened by t_0.975(dof) / z_0.975 (evolve/noise.py judging_sigma) while it
+    # rests on few degrees of freedom: x1.62 on 3, x1.14 on 10, x1.04 on 30 (x6.5 on 1). false = the
+    # pooled estimate as it is.
+    widen_sigma: bool = True
     # Temperature of the hottest island, in units of sigma (evolve/tempering.py): island 0 is greedy
     # (T = 0), island k of n runs at t_max ** (k / (n - 1)) and takes a child worse than its head by
     # delta as its new head with probability exp(-delta / (T sigma)) (status `explore`). 0 = no

@@ -21,6 +21,7 @@ from .lessons import Lessons
 from .llm_choice import LLMChoice, describe
 from .opener import OpenedRun, open_run, prepare_task_data
 from .journal import events_row
+from .noise import judging_sigma, pooled, unshared
 from .promotion import PromotionTrial, promotion_record
 from .proposer import Proposer
 from .recorder import Recorder
@@ -159,18 +160,22 @@ class Engine:
             return
         state = recorder.state
         sigma, epoch = state.sigma or 0.0, state.islands[trial.island].epoch
+        # The verdict's sigma: widened while it rests on few degrees of freedom (selection.widen_sigma).
+        judging = judging_sigma(sigma, state.sigma_dof, self.cfg.selection.widen_sigma)
+        # ... and the part of it a seed shared by child and parent does not cancel (their paired runs).
+        spread = unshared(judging, pooled(state.paired), self.cfg.selection.widen_sigma)
         parent_runs = state.runs_of(trial.proposal.parent) if trial.proposal else []
         trial.file(m)
         if self.stop.requested:
             trial.stop_confirming()   # no new fitness run once the run is stopping; unconfirmed is not kept
-        if trial.next_run(sigma, self.rules, scheduler.job_id, epoch, parent_runs, scheduler.fresh_seed):
+        if trial.next_run(judging, self.rules, scheduler.job_id, epoch, parent_runs, scheduler.fresh_seed, spread):
             fleet.submit(trial)
             whose = "parent, paired" if trial.job.source is None else "re-run"
             view.started(trial.island, f"{whose} (seed {trial.job.seed}): {trial.label}")
             return
         island = state.islands[trial.island]
         temperature = self._temperature(state, trial.island)
-        verdict = tempered(trial, trial.verdict(sigma, self.rules, epoch, parent_runs, island.epoch_cause),
+        verdict = tempered(trial, trial.verdict(judging, self.rules, epoch, parent_runs, spread, island.epoch_cause),
                            temperature, sigma, epoch, island.head, self.rng.random)
         verdict = bet_verdict(trial, verdict, island.bet, island.head, temperature,
                               self.cfg.selection.bet_max_credit, epoch)

@@ -1,6 +1,7 @@
 """Selection rules: which runs are baselines, and what is kept (pure functions of the values)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from statistics import fmean
 
@@ -57,13 +58,28 @@ def rerun_reason(child: list[float], parent: list[float] | None, sigma: float, n
     return ""
 
 
+def paired_gain(pairs: list[tuple[int, float, float]]) -> float | None:
+    """The mean of parent - child over the seeds both ran with (what a seed fixes cancels in it)."""
+    return fmean(p - c for _, c, p in pairs) if pairs else None
+
+
+def paired_margin(pairs: list[tuple[int, float, float]], sigma: float, paired_sigmas: float) -> float:
+    """What the paired gain must exceed: paired_sigmas * sigma / sqrt(pairs), a test of the mean
+    paired difference at a fixed level however many pairs there are (one pair: paired_sigmas * sigma).
+    sigma here is the part of the noise a shared seed does not cancel (noise.unshared), at most sigma."""
+    return paired_sigmas * max(sigma, SIGMA_RESOLUTION) / math.sqrt(max(len(pairs), 1))
+
+
 def decide_runs(child: list[float], parent: list[float], pairs: list[tuple[int, float, float]], sigma: float,
-                noise_k: float, implausible_sigmas: float, paired_sigmas: float = 0.0) -> tuple[str, str]:
+                noise_k: float, implausible_sigmas: float, paired_sigmas: float = 0.0,
+                unshared: float | None = None) -> tuple[str, str]:
     """(keep / discard, reason) for a candidate measured more than once. Kept when the mean of its
-    runs still clears the rule against every run of its parent AND it beats its parent by more than
-    paired_sigmas * sigma on each shared seed (pairs: (seed, child, parent); what the seed fixes
-    cancels in a paired difference), unless its own runs disagree by more than
-    implausible_sigmas * sigma (not reproducible)."""
+    runs still clears the rule against every run of its parent AND, over the fresh seeds it shares
+    with its parent (pairs: (seed, child, parent)), it beats its parent on average by more than
+    paired_sigmas * sigma / sqrt(pairs) (what the seed fixes cancels in a paired difference), unless
+    its own runs disagree by more than implausible_sigmas * sigma (not reproducible). unshared: the
+    part of sigma a shared seed does not cancel (noise.unshared; None = sigma)."""
+    paired_sigma = sigma if unshared is None else unshared
     spread = (max(child) - min(child)) / max(sigma, SIGMA_RESOLUTION)
     if implausible_sigmas and spread > implausible_sigmas:
         return DISCARD, (f"{NOT_REPRODUCIBLE}: its {len(child)} runs differ by {spread:.1f} sigma "
@@ -71,10 +87,32 @@ def decide_runs(child: list[float], parent: list[float], pairs: list[tuple[int, 
     if decide("ok", child, parent, sigma, noise_k) != KEEP:
         return DISCARD, (f"not confirmed: mean of {len(child)} runs {fmean(child):.6f} vs parent "
                          f"{fmean(parent):.6f} over {len(parent)} runs")
-    margin = paired_sigmas * max(sigma, SIGMA_RESOLUTION)
-    lost = next(((seed, c, p) for seed, c, p in pairs if not p - c > margin), None)
-    if lost is not None:
-        seed, c, p = lost
-        return DISCARD, (f"not confirmed: on seed {seed} it scored {c:.6f} against its parent's {p:.6f} "
-                         f"(needs a gain over {paired_sigmas:g} sigma, selection.paired_sigmas)")
+    gain = paired_gain(pairs)
+    if gain is not None and not gain > paired_margin(pairs, paired_sigma, paired_sigmas):
+        if len(pairs) == 1:
+            seed, c, p = pairs[0]
+            return DISCARD, (f"not confirmed: on seed {seed} it scored {c:.6f} against its parent's {p:.6f} "
+                             f"(needs a gain over {paired_sigmas:g} sigma, selection.paired_sigmas)")
+        return DISCARD, (f"not confirmed: on its {len(pairs)} shared seeds it beat its parent by {gain:.6f} on "
+                         f"average (needs over {paired_margin(pairs, paired_sigma, paired_sigmas):.6f}: "
+                         f"{paired_sigmas:g} sigma / sqrt({len(pairs)}), selection.paired_sigmas)")
     return KEEP, ""
+
+
+def undecided(child: list[float], parent: list[float], pairs: list[tuple[int, float, float]], sigma: float,
+              noise_k: float, implausible_sigmas: float, paired_sigmas: float, max_runs: int,
+              unshared: float | None = None) -> str:
+    """Why a candidate already re-run next to its parent runs again (a sequential test, up to
+    max_runs runs of its own): its mean still clears the rule and its paired gain is positive but
+    not yet beyond the paired margin; "" when its runs decide (keep or discard)."""
+    if not pairs or len(child) >= max_runs:
+        return ""
+    status, _ = decide_runs(child, parent, pairs, sigma, noise_k, implausible_sigmas, paired_sigmas, unshared)
+    gain = paired_gain(pairs)
+    if status == KEEP or not decide("ok", child, parent, sigma, noise_k) == KEEP or gain is None or gain <= 0:
+        return ""
+    spread = (max(child) - min(child)) / max(sigma, SIGMA_RESOLUTION)
+    if implausible_sigmas and spread > implausible_sigmas:
+        return ""
+    return (f"paired gain of {gain / max(sigma if unshared is None else unshared, SIGMA_RESOLUTION):.1f} sigma over {len(pairs)} shared seed(s) is "
+            f"short of selection.paired_sigmas={paired_sigmas:g} / sqrt({len(pairs)}) (sequential)")

@@ -58,6 +58,10 @@ class RunState:
     # Every successful measurement of each commit, run-wide (the same commit may be measured on
     # several islands, e.g. the baseline with different seeds).
     measurements: dict[str, list[float]] = field(default_factory=dict)
+    # Per candidate re-run on two fresh seeds or more next to its parent, the paired differences
+    # (parent - child on each shared seed): their pooled within-candidate spread is how much of the
+    # noise a shared seed does not cancel (evolve/noise.py unshared).
+    paired: list[list[float]] = field(default_factory=list)
     starts: list[RunStart] = field(default_factory=list)
     promotions: list[Promotion] = field(default_factory=list)
     summary_usd: float = 0.0       # LLM summaries of lessons.md (no island's)
@@ -140,6 +144,11 @@ class RunState:
             self._observe(exp.commit, exp.runs)
         if exp.parent:
             self._observe(exp.parent, exp.parent_runs)
+        by_seed = {seed: v for seed, v, outcome, _ in exp.parent_reruns if outcome == "ok" and v is not None}
+        diffs = [by_seed[seed] - v for seed, v, outcome, _ in exp.reruns
+                 if outcome == "ok" and v is not None and seed in by_seed]
+        if len(diffs) >= 2 and not exp.outlier:
+            self.paired.append(diffs)
         if exp.status == KEEP:
             island.keeps += 1
             if exp.commit not in island.population:   # a repeated baseline is already there, observed

@@ -11,7 +11,7 @@ from island.fitness import Status
 if TYPE_CHECKING:   # only the type: trial.py stays free of git (proposer.py reads the lab)
     from .proposer import Proposal
 from .records import DISCARD, EXPLORE, KEEP, NOT_ADMITTED
-from .selection import NOT_REPRODUCIBLE, decide, decide_runs, rerun_reason
+from .selection import NOT_REPRODUCIBLE, decide, decide_runs, rerun_reason, undecided
 from .tempering import in_sigmas, metropolis_probability
 
 RERUN_SEED_STRIDE = 10_000   # paired re-runs use fresh seeds that are multiples of this (Scheduler.fresh_seed)
@@ -85,7 +85,7 @@ class Trial:
         return recorded + [r.result.val_bpb for r in self.parent_runs if r.result.status is Status.OK]
 
     def next_run(self, sigma: float, rules: Rules, job_id: Callable[[int], str], island_epoch: int,
-                 parent_recorded: list[float], fresh_seed: Callable[[], int]) -> bool:
+                 parent_recorded: list[float], fresh_seed: Callable[[], int], unshared: float | None = None) -> bool:
         """Whether another run is due before the verdict; then self.job is that run. A would-be keep
         too close to the noise (or implausibly far beyond it) runs again, then its parent, both with
         the same new seed. A stale candidate is never re-run (it cannot be admitted anyway)."""
@@ -96,8 +96,12 @@ class Trial:
             self.job, self.pending = self.pending[0], self.pending[1:]
             self.attempts = 1
             return True
-        why = rerun_reason(self.child_values(), self.parent_values(parent_recorded), sigma, rules.noise_k,
-                           rules.confirm_sigmas, rules.implausible_sigmas, rules.max_runs)
+        if self.parent_runs:     # re-run next to its parent already: a sequential test, up to max_runs
+            why = undecided(self.child_values(), self.parent_values(parent_recorded), self.pairs(), sigma,
+                            rules.noise_k, rules.implausible_sigmas, rules.paired_sigmas, rules.max_runs, unshared)
+        else:
+            why = rerun_reason(self.child_values(), self.parent_values(parent_recorded), sigma, rules.noise_k,
+                               rules.confirm_sigmas, rules.implausible_sigmas, rules.max_runs)
         if not why:
             return False
         if not self.confirming:
@@ -113,6 +117,12 @@ class Trial:
         self.attempts = 1
         return True
 
+    def pairs(self) -> list[tuple[int, float, float]]:
+        """(seed, child, parent) for every fresh seed both the candidate and its parent ran with."""
+        by_seed = {r.job.seed: r.result.val_bpb for r in self.parent_runs if r.result.status is Status.OK}
+        return [(r.job.seed, r.result.val_bpb, by_seed[r.job.seed]) for r in self.runs
+                if r.job.seed in by_seed and r.result.status is Status.OK]
+
     def stop_confirming(self) -> None:
         """The run is stopping: no further run starts, and a candidate whose verdict needed one is
         not kept (an unconfirmed close call is exactly what confirmation exists to refuse)."""
@@ -124,17 +134,17 @@ class Trial:
         return next((r for r in self.runs[1:] + self.parent_runs if r.result.status is not Status.OK), None)
 
     def verdict(self, sigma: float, rules: Rules, island_epoch: int, parent_recorded: list[float],
-                epoch_cause: str = "was reset") -> Verdict:
+                unshared: float | None = None, epoch_cause: str = "was reset") -> Verdict:
         """keep / discard / crash from every run of the candidate and of its parent; a would-be keep
         of a stale candidate is a discard that says why."""
-        verdict = self._verdict(sigma, rules, parent_recorded)
+        verdict = self._verdict(sigma, rules, parent_recorded, unshared)
         if verdict.status == KEEP and self.stale(island_epoch):
             return replace(verdict, status=DISCARD, reason=(
                 f"{NOT_ADMITTED} island {self.island} {epoch_cause} while it ran "
                 f"(epoch {self.proposal.epoch} -> {island_epoch}); a would-be keep"))
         return verdict
 
-    def _verdict(self, sigma: float, rules: Rules, parent_recorded: list[float]) -> Verdict:
+    def _verdict(self, sigma: float, rules: Rules, parent_recorded: list[float], unshared: float | None) -> Verdict:
         first = self.runs[0].result
         if not self.confirming and self.rerun_reason and not self.parent_runs:
             child = self.child_values()
@@ -154,10 +164,8 @@ class Trial:
             return Verdict(DISCARD, value, f"{whose} re-run with seed {failed.job.seed}: "
                                            f"{failed.result.status.value}: {failed.result.reason}", parent_bpb,
                            parent_n=parent_n)
-        by_seed = {r.job.seed: r.result.val_bpb for r in self.parent_runs}
-        pairs = [(r.job.seed, r.result.val_bpb, by_seed[r.job.seed]) for r in self.runs if r.job.seed in by_seed]
-        status, reason = decide_runs(child, parent, pairs, sigma, rules.noise_k, rules.implausible_sigmas,
-                                     rules.paired_sigmas)
+        status, reason = decide_runs(child, parent, self.pairs(), sigma, rules.noise_k, rules.implausible_sigmas,
+                                     rules.paired_sigmas, unshared)
         return Verdict(status, value, reason, parent_bpb, outlier=reason.startswith(NOT_REPRODUCIBLE),
                        parent_n=parent_n)
 

@@ -119,7 +119,7 @@ def test_two_islands_on_the_anchors_own_code(checkout, tmp_path, monkeypatch):
     exclude = "[*SEED*,*TIME_BUDGET*,*EVAL*,*FLOPS*,*BATCH*,DEPTH,HEAD_DIM,ASPECT_RATIO]"
     done = subprocess.run(
         [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={repo_dir}", "task.budget_s=3",
-         "task.grace_s=120", "run.max_experiments=4", "llm=none", "operators.weights={perturb: 1.0}",
+         "task.grace_s=120", "run.max_experiments=4", "selection.min_baselines=2", "llm=none", "operators.weights={perturb: 1.0}",
          f"task.sandbox_read_only=[{env['HOME']}/.cache/autoresearch]",   # its data, under the hidden HOME
          f"operators.perturb.exclude={exclude}", "selection.confirm_sigmas=0", "selection.implausible_sigmas=0",
          f"run.dir={run_dir}"],

@@ -39,7 +39,8 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
         )
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
-             "run.max_experiments=8", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "run.max_experiments=8", "selection.min_baselines=2",   # two baselines: six LLM proposals in eight
+             f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", "llm.lessons_every=4",
              "focus=areas", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -131,9 +132,9 @@ def test_llm_spend_cap_falls_back_to_offline_operators(tmp_path: Path):
     assert "reached llm.max_cost_usd=0.001: offline operators from now on" in done.stdout
     state = load_state(run_dir, 1)
     operators = [e.operator for e in state.experiments]
-    assert operators[:3] == ["baseline", "baseline", "llm_mutation"]
-    assert set(operators[3:]) == {"perturb"} and requests == 1
-    assert state.experiments[2].cost["usd"] > 0.001
+    assert operators[:5] == ["baseline"] * 4 + ["llm_mutation"]     # selection.min_baselines=4 baselines
+    assert set(operators[5:]) == {"perturb"} and requests == 1
+    assert state.experiments[4].cost["usd"] > 0.001
 
 
 def test_island_epochs_in_both_orders(tmp_path: Path):
@@ -175,7 +176,8 @@ def test_a_candidate_that_trains_outside_the_counted_time_is_over_budget(tmp_pat
                       Reply(whole_file("learning rate 0.012", "0.012")))
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
-             "run.max_experiments=4", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "run.max_experiments=6",   # four baselines, two candidates
+             f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=0", "task.uncounted_margin=0.5",
              "task.uncounted_margin_s=1", "llm.prefetch=false", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -76,7 +76,9 @@ def test_llm_endpoint_gone_for_a_minute_islands_go_on_offline_then_use_it_again(
                         for lr in (0.005 + 0.0005 * i for i in range(60))])
         proc = start_run(run_dir, landscape, "task.budget_s=3", "run.max_experiments=60",
                          f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=1",
-                         "llm.timeout_s=10", *ONLY_LLM_MUTATION, llm="local",
+                         "llm.timeout_s=10", *ONLY_LLM_MUTATION,
+                         "selection.confirm_runs=1",   # one paired re-run at most: experiments of a steady length
+                         llm="local",
                          env={"OPENAI_API_KEY": "sk-test-not-a-real-key"})
         journal = run_dir / "journal.jsonl"
         wait_for(lambda: journal.exists() and '"llm_mutation"' in journal.read_text(), 120, "a first LLM experiment")

@@ -95,11 +95,12 @@ def test_exit_codes_after_sigterm_and_when_every_baseline_fails(tmp_path: Path, 
     broken = tmp_path / "broken-task"
     shutil.copytree(landscape, broken)
     (broken / "train.py").write_text("raise SystemExit('this task is broken')\n")
-    failed = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=6"))
+    # selection.min_baselines=4 baselines, each failed one re-run: up to 8 attempts, within 10 experiments
+    failed = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=10"))
     assert failed.returncode == 1
     assert "the unmodified train.py failed on every island" in failed.stdout
     rows = len(read_tsv(tmp_path / "broken" / "experiments.tsv"))
-    again = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=6"))
+    again = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=10"))
     assert again.returncode == 1 and "failed on every island" in again.stdout     # a resume (a requeue) too
     assert len(read_tsv(tmp_path / "broken" / "experiments.tsv")) == rows         # and it judged nothing
 

@@ -261,7 +261,7 @@ def scheduler(cfg, state, recorded):
 
 
 def test_generation_0_runs_every_baseline_then_waits_for_the_noise_floor():
-    cfg = config(**{"selection.baseline_runs": 3})
+    cfg = config(**{"selection.baseline_runs": 3, "selection.min_baselines": 3})
     state, recorded = RunState(2, 4), []
     s = scheduler(cfg, state, recorded)
     first = s.next_trials(busy=set(), in_flight=0)
@@ -323,7 +323,7 @@ def test_a_reset_and_migrants_that_add_a_member_start_a_new_epoch_of_the_island(
 def test_a_stale_would_be_keep_whose_parent_survived_is_trained_again_once_in_the_new_epoch():
     trial = candidate_trial()                                # drawn in epoch 0
     arrive(trial, 0.95, [1.0], epoch=1)
-    stale = trial.verdict(SIGMA, RULES, 1, [1.0], "received migrants from island 1")
+    stale = trial.verdict(SIGMA, RULES, 1, [1.0], epoch_cause="received migrants from island 1")
     assert stale.reason.startswith("not admitted: island 0 received migrants from island 1 while it ran")
     population = Population(4)
     population.add(Member(PARENT, [1.0], 0, 0))

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from evolve.config import Topology
 from evolve.population import Member, Population
 from evolve.records import Experiment, Migration, NoiseFloor, NoiseUpdate, Reset, from_json, to_json
@@ -198,3 +200,30 @@ def test_disk_full_is_recognised_in_every_form_it_reaches_the_engine():
         assert is_disk_full(outer)
     assert is_disk_full(RuntimeError("git commit-tree: fatal: No space left on device"))  # a git command's stderr
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+
+
+def test_a_sequential_confirmation_runs_again_until_the_paired_gain_clears_the_margin_either_way():
+    from evolve.selection import undecided
+
+    parent = [1.0, 0.99]
+    # two shared seeds: the margin is paired_sigmas * sigma / sqrt(2) = 0.0212 on their mean gain
+    two = [(10000, 0.975, 0.99), (20000, 0.97, 0.99)]                 # mean gain 0.0175: short of it
+    assert decide_runs([0.98, 0.975, 0.97], parent + [0.99, 0.99], two, 0.01, 1.0, 20.0, 3.0)[0] == "discard"
+    assert "sequential" in undecided([0.98, 0.975, 0.97], parent + [0.99, 0.99], two, 0.01, 1.0, 20.0, 3.0, 4)
+    assert undecided([0.98, 0.975, 0.97], parent + [0.99, 0.99], two, 0.01, 1.0, 20.0, 3.0, 3) == ""   # at the cap
+    wide = [(10000, 0.96, 0.99), (20000, 0.965, 0.99)]                # mean gain 0.0275: kept, no more runs
+    assert decide_runs([0.98, 0.96, 0.965], parent + [0.99, 0.99], wide, 0.01, 1.0, 20.0, 3.0) == ("keep", "")
+    assert undecided([0.98, 0.96, 0.965], parent + [0.99, 0.99], wide, 0.01, 1.0, 20.0, 3.0, 4) == ""
+    lost = [(10000, 0.995, 0.99)]                                     # no paired gain: discarded at once
+    assert undecided([0.97, 0.995], parent + [0.99], lost, 0.01, 1.0, 20.0, 3.0, 4) == ""
+    assert undecided([0.98], parent, [], 0.01, 1.0, 20.0, 3.0, 4) == ""   # no pair yet: rerun_reason decides
+
+
+def test_sigma_is_widened_by_student_t_while_its_degrees_of_freedom_are_few():
+    from evolve.noise import judging_sigma, t975
+
+    assert t975(1) == 12.706 and t975(3) == 3.182 and t975(30) == 2.042
+    assert 1.98 < t975(60) < 2.01 and 1.96 < t975(10_000) < 1.961
+    assert judging_sigma(0.01, 3) == pytest.approx(0.01 * 3.182 / 1.959964)
+    assert judging_sigma(0.01, 3, widen=False) == 0.01 and judging_sigma(0.01, 0) == 0.01
+    assert judging_sigma(0.01, 1000) == pytest.approx(0.01, rel=0.002)
