@@ -93,7 +93,9 @@ def test_llm_endpoint_gone_for_a_minute_islands_go_on_offline_then_use_it_again(
     assert len(state.experiments) == 60
     # proposals fetched before the outage are used up within two experiments (a confirmation run doubles one)
     during = [e for e in state.experiments if gone + 15 < e.started and e.finished < back]
-    assert len(during) >= 15, "the islands did not keep working while the LLM was away"
+    # 45 s of two islands at a 3 s budget: 10-18 experiments, fewer when close calls are confirmed
+    # (paired re-runs of child and parent); islands stalled on the dead endpoint would make 0-2
+    assert len(during) >= 8, "the islands did not keep working while the LLM was away"
     assert {e.operator for e in during} == {"perturb"}   # the offline fallback
     failures = [e for e in state.events if isinstance(e, OperatorFailure)]
     # every failure is the outage, a prefetched proposal re-planned after a reset, or one still in
