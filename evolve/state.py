@@ -190,9 +190,9 @@ class RunState:
                 (ex.hot, ex.temperatures[1], ex.cold_commit, ex.cold_bpb, ex.cold)):
             island = self.islands[receiver]
             if commit not in island.population:
+                # no new epoch: a swap moves heads, and a candidate in flight on the old head is judged
+                # as usual (counting swaps as epochs left frequent exchanges no explores at all)
                 island.population.add(self._member(commit, val_bpb, sender, ex.after_seq))
-                island.epoch += 1           # a new member, as with migrants
-                island.epoch_cause = f"swapped states with island {sender}"
             island.head = commit if t_receiver > 0 else None
 
     def _observe(self, commit: str, values: list[float]) -> None:

@@ -54,6 +54,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from evolve.config import SelectionConfig  # noqa: E402
+
 TASK = ROOT / "scripts" / "tasks" / "fixedtime"
 REFERENCE_BUDGET_S = 300.0   # the anchor's 5-minute budget, for the extrapolated overhead
 
@@ -174,7 +176,7 @@ def time_ray_init() -> tuple[float, float]:
 def run_evolve(run: Run, task: Path, workdir: Path, budget: float, per_island: int, extra: list[str],
                env: dict[str, str], timeout: float) -> None:
     run_dir = workdir / run.name
-    baselines = max(run.islands, 2)  # noise_k > 0: at least two baselines measure sigma
+    baselines = max(run.islands, SelectionConfig().min_baselines)   # generation 0 before any child
     total = baselines + per_island * run.islands
     cmd = [sys.executable, "-m", "evolve", f"islands={run.islands}", "task=custom", f"task.dir={task}",
            f"task.budget_s={budget}", "task.grace_s=60", f"run.max_experiments={total}", f"run.dir={run_dir}",
