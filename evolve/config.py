@@ -188,6 +188,13 @@ class SelectionConfig:
     # rests on few degrees of freedom: x1.62 on 3, x1.14 on 10, x1.04 on 30 (x6.5 on 1). false = the
     # pooled estimate as it is.
     widen_sigma: bool = True
+    # The seed of a candidate's first run. fresh (the default): one no run of this run has used, so
+    # that what a seed fixes is independent noise in every comparison with the parent's mean (its
+    # runs are on other seeds). island: seed + island on every first run of an island, the anchor's
+    # fixed seed (the ratchet preset): on a task whose score depends on the seed, every first run of
+    # an island then shares one offset that a parent measured on several seeds does not, a bias
+    # fixed for the whole island (docs/benchmarks.md, "Keeps you can trust").
+    first_seed: str = "fresh"
     # Temperature of the hottest island, in units of sigma (evolve/tempering.py): island 0 is greedy
     # (T = 0), island k of n runs at t_max ** (k / (n - 1)) and takes a child worse than its head by
     # delta as its new head with probability exp(-delta / (T sigma)) (status `explore`). 0 = no
@@ -380,6 +387,8 @@ class Config:
 
 # What llm.islands.<k> may set.
 ISLAND_KNOBS = ("model", "temperature", "api_base", "max_tokens", "focus")
+# What selection.first_seed may be (Scheduler._first_seed).
+FIRST_SEEDS = ("fresh", "island")
 
 
 class ConfigError(ValueError):
@@ -434,6 +443,8 @@ def validate(cfg: Any, islands: int) -> None:
     _require(cfg.selection.implausible_sigmas == 0 or cfg.selection.implausible_sigmas > cfg.selection.noise_k,
              "selection.implausible_sigmas", cfg.selection.implausible_sigmas,
              f"0 (never re-run) or a number > selection.noise_k={cfg.selection.noise_k}")
+    _require(cfg.selection.first_seed in FIRST_SEEDS, "selection.first_seed", cfg.selection.first_seed,
+             " or ".join(FIRST_SEEDS))
     _require(cfg.selection.paired_sigmas >= 0, "selection.paired_sigmas", cfg.selection.paired_sigmas,
              "a number >= 0 (0 = any gain on the shared seed)")
     _require(cfg.selection.confirm_runs >= 1, "selection.confirm_runs", cfg.selection.confirm_runs,

@@ -39,6 +39,7 @@ class Scheduler:
         self.record = record
         self.n = state.n_islands
         self.seed = cfg.seed
+        self.first_seed = cfg.selection.first_seed
         self.max_experiments = cfg.run.max_experiments
         self.prefetch_enabled = cfg.llm.prefetch
         self.max_cost_usd = cfg.llm.max_cost_usd
@@ -61,9 +62,10 @@ class Scheduler:
             if b.seed not in done:
                 self.baselines_left[b.island].append(b)
         self.baselines_started: set[int] = set()      # seeds of baseline runs started by this process
-        # Paired re-runs take fresh seeds, run-wide and across resumes: multiples of the stride above
-        # every re-run seed in the journal.
+        # Paired re-runs (and first runs, selection.first_seed=fresh) take fresh seeds, run-wide and
+        # across resumes: multiples of the stride above every seed in the journal.
         used = [seed for e in state.experiments for seed, *_ in (*e.reruns, *e.parent_reruns)]
+        used += [e.seed for e in state.experiments]
         self._paired_seeds = max(((s - self.seed) // RERUN_SEED_STRIDE for s in used), default=0)
         self.seen = {e.source_sha256 for e in state.experiments} | {base_sha256}   # train.py files measured
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
@@ -131,7 +133,8 @@ class Scheduler:
         self.promoting = None
 
     def fresh_seed(self) -> int:
-        """A seed no run of this run has used yet, for a paired re-run of a candidate and its parent."""
+        """A seed no run of this run has used yet: a first run's (selection.first_seed=fresh), or a
+        paired re-run's of a candidate and its parent."""
         self._paired_seeds += 1
         return self._paired_seeds * RERUN_SEED_STRIDE + self.seed
 
@@ -201,8 +204,12 @@ class Scheduler:
         parent = proposal.candidate.parents[0]
         limit = (max_uncounted_s(self.state.experiments, k, self.uncounted_margin, self.uncounted_margin_s)
                  if self.enforce_budget else None)
-        return Trial(Job(self.job_id(k), k, parent, proposal.candidate.source, self.seed + k, max_uncounted_s=limit,
+        return Trial(Job(self.job_id(k), k, parent, proposal.candidate.source, self._first_seed(k), max_uncounted_s=limit,
                          early_stop=self._early_stop_rule(parent)), proposal)
+
+    def _first_seed(self, k: int) -> int:
+        """The seed of a candidate's first run on island k (selection.first_seed)."""
+        return self.fresh_seed() if self.first_seed == "fresh" else self.seed + k
 
     def readmit(self, k: int, proposal: Proposal) -> None:
         """A stale would-be keep of island k is trained again as its next experiment."""

@@ -195,7 +195,7 @@ def readmission(trial: Trial, verdict: Verdict, population, head: str | None, is
     island's population or its exploring head (the usual case after migrants, which only add
     members) is queued to train again, once, as a new experiment of the current epoch: its first
     run was measured while the population changed, so it is not admitted on that run, but the idea
-    is not lost either. It runs on the island's seed, as its first run did. None: nothing to re-train."""
+    is not lost either. Its new first run gets a seed as any first run does. None: nothing to re-train."""
     proposal = trial.proposal
     if (proposal is None or verdict.status != DISCARD or not verdict.reason.startswith(NOT_ADMITTED)
             or proposal.readmitted or not still_there(proposal.parent, population, head)):

@@ -191,6 +191,13 @@ def test_resume_after_sigkill_yields_exactly_n_experiments(tmp_path: Path, lands
     assert state.experiments[: len(before)] == before
     children = [e.commit for e in state.experiments if not e.is_baseline]
     assert len(children) == len(set(children))
+    # Every first run of the night, over both starts, had a seed of its own (selection.first_seed=
+    # fresh): never a baseline's, a re-run's or another candidate's, so what a seed fixes is
+    # independent noise whenever a first run is compared with its parent's runs.
+    first_seeds = [e.seed for e in state.experiments if not e.is_baseline]
+    other_seeds = {e.seed for e in state.experiments if e.is_baseline} | {
+        seed for e in state.experiments for seed, *_ in (*e.reruns, *e.parent_reruns)}
+    assert len(set(first_seeds)) == len(first_seeds) and not set(first_seeds) & other_seeds, first_seeds
     # a third call has nothing left to do and changes nothing
     again = run_evolve(*args)
     assert again.returncode == 0 and "nothing to do" in again.stdout
