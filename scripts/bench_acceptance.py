@@ -74,12 +74,14 @@ class Tally:
     fitness_runs: int = 0
     optimism: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    explained: list[str] = field(default_factory=list)   # --explain: lost real gains and false keeps
 
     def add(self, other: "Tally") -> None:
         for name in ("keeps", "real_keeps", "gains", "gains_kept", "nulls", "null_keeps", "candidates",
                      "fitness_runs", "wall_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.optimism += other.optimism
+        self.explained += other.explained
 
 
 def constants_at(repo, commit: str, names: tuple[str, ...]) -> dict:
@@ -109,6 +111,7 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
         return truth[commit]
 
     tally = Tally(wall_s=wall)
+    noise = noise_history(state)
     for e in state.experiments:
         if e.is_baseline or e.outcome != "ok":
             continue
@@ -126,10 +129,37 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
         else:
             tally.nulls += 1
             tally.null_keeps += kept
+        if (effect < -sigma) != kept:
+            tally.explained.append(explain(e, effect, sigma, noise, f"{case} {config} seed {seed}"))
     champion = state.champion()
     if champion is not None:
         tally.optimism.append((true_value(champion.commit) - champion.val_bpb) / sigma)
     return tally
+
+
+def noise_history(state) -> list[tuple[int, float, int]]:
+    """(after_seq, sigma, dof) of every noise estimate the run recorded, the baselines' first."""
+    from evolve.records import NoiseFloor, NoiseUpdate
+
+    history = []
+    for event in state.events:
+        if isinstance(event, NoiseFloor):
+            history.append((-1, event.sigma, event.dof))
+        elif isinstance(event, NoiseUpdate):
+            history.append((event.after_seq, event.sigma, event.dof))
+    return history
+
+
+def explain(e, effect: float, sigma: float, noise: list, where: str) -> str:
+    """One line on a lost real gain or a false keep: what the engine saw when it judged it."""
+    seen = [(s, d) for after, s, d in noise if after < e.seq] or [(0.0, 0)]
+    est, dof = seen[-1]
+    what = "lost real gain" if effect < -sigma else "false keep"
+    first_bpb = e.first_bpb if e.first_bpb is not None else e.val_bpb
+    first = f"{(e.parent_bpb - first_bpb) / sigma:+.1f}" if first_bpb is not None and e.parent_bpb else "?"
+    return (f"{where} seq {e.seq} island {e.island}: {what} (true {-effect / sigma:+.1f} sigma, first run "
+            f"{first} sigma against the parent's mean of {e.parent_n}, {len(e.reruns)} re-runs; sigma then "
+            f"{est / sigma:.2f} x true on {dof} dof): {e.status} {e.reason[:150] or e.rerun_reason[:150]}")
 
 
 def fmt_rate(k: int, n: int) -> str:
@@ -157,6 +187,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                     help="an engine override added to every config, e.g. --set selection.confirm_sigmas=4")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--explain", action="store_true",
+                    help="list every lost real gain and every false keep of the default config with what the "
+                         "engine saw then (sigma and its dof, the first run against the parent, the reason)")
     args = ap.parse_args()
     configs = [c for c in args.configs.split(",") if c]
     cases = [c for c in args.cases.split(",") if c]
@@ -197,6 +230,10 @@ def main() -> None:
             print(f"\n### case {case}: {', '.join(f'{k}={v}' for k, v in CASES[case].items())}\n")
             print(table(rows, ["config", "precision", "power", "false keeps", "optimism (sigma)",
                                "runs/candidate", "candidates", "wall s"]))
+            if args.explain:
+                for config in configs:
+                    print("\n".join(["", f"#### {case} {config}: lost real gains and false keeps", "",
+                                      *(f"    {line}" for line in totals[config].explained)]))
             print(flush=True)
     finally:
         ray.shutdown()

@@ -108,3 +108,10 @@ def test_task_env_knob_composes_and_is_validated():
         validate(_config("+task.env={HF_TOKEN: abc}"), 2)
     with pytest.raises(ConfigError, match=r"task.seed_env='1X' is not allowed; expected an environment variable name"):
         validate(_config("task.seed_env=1X"), 2)
+
+
+def test_first_seed_knob_names_its_allowed_values_and_the_ratchet_keeps_the_anchors_fixed_seed():
+    assert _config().selection.first_seed == "fresh"
+    assert _config("selection=ratchet").selection.first_seed == "island"
+    with pytest.raises(ConfigError, match=r"selection.first_seed='seeded' is not allowed; expected fresh or island"):
+        validate(_config("selection.first_seed=seeded"), 2)
