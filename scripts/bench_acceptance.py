@@ -134,6 +134,8 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
     champion = state.champion()
     if champion is not None:
         tally.optimism.append((true_value(champion.commit) - champion.val_bpb) / sigma)
+        tally.explained.append(f"{case} {config} seed {seed}: champion {champion.commit[:8]} on "
+                               f"{len(champion.observations)} runs, optimism {tally.optimism[-1]:+.2f} sigma")
     return tally
 
 
