@@ -178,8 +178,9 @@ class SelectionConfig:
     # Extra runs, each with a new seed, that a candidate under confirmation gets at most. Above 1 the
     # confirmation is a sequential test: after each paired re-run (candidate and parent on one fresh
     # seed) it runs again while its mean still clears noise_k and its mean paired gain is positive
-    # but not yet beyond paired_sigmas * sigma / sqrt(pairs); then the runs decide.
-    confirm_runs: int = 3
+    # but not yet beyond paired_sigmas * sigma / sqrt(pairs); then the runs decide. 5 (was 3): power
+    # 52% -> 72% at 97% -> 89% precision on scripts/bench_acceptance.py (docs/benchmarks.md, 2026-12-03).
+    confirm_runs: int = 5
     # A candidate under confirmation is kept only if, on each fresh seed it shares with its parent,
     # it beats the parent by more than paired_sigmas * sigma (what a seed fixes cancels in that
     # difference). 0 = any gain on the shared seed.
