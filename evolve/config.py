@@ -194,7 +194,7 @@ class SelectionConfig:
     # runs are on other seeds). island: seed + island on every first run of an island, the anchor's
     # fixed seed (the ratchet preset): on a task whose score depends on the seed, every first run of
     # an island then shares one offset that a parent measured on several seeds does not, a bias
-    # fixed for the whole island (docs/benchmarks.md, "Keeps you can trust").
+    # fixed for the whole island (docs/benchmarks.md, "Fresh first-run seeds and a longer sequential test").
     first_seed: str = "fresh"
     # Temperature of the hottest island, in units of sigma (evolve/tempering.py): island 0 is greedy
     # (T = 0), island k of n runs at t_max ** (k / (n - 1)) and takes a child worse than its head by

@@ -64,9 +64,8 @@ class Scheduler:
         self.baselines_started: set[int] = set()      # seeds of baseline runs started by this process
         # Paired re-runs (and first runs, selection.first_seed=fresh) take fresh seeds, run-wide and
         # across resumes: multiples of the stride above every seed in the journal.
-        used = [seed for e in state.experiments for seed, *_ in (*e.reruns, *e.parent_reruns)]
-        used += [e.seed for e in state.experiments]
-        self._paired_seeds = max(((s - self.seed) // RERUN_SEED_STRIDE for s in used), default=0)
+        used = [seed for e in state.experiments for seed, *_ in ((e.seed,), *e.reruns, *e.parent_reruns)]
+        self._fresh_seeds = max(((s - self.seed) // RERUN_SEED_STRIDE for s in used), default=0)
         self.seen = {e.source_sha256 for e in state.experiments} | {base_sha256}   # train.py files measured
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
         self.planned: set[int] = set()     # islands whose next draw was offline (proposed when idle)
@@ -135,8 +134,8 @@ class Scheduler:
     def fresh_seed(self) -> int:
         """A seed no run of this run has used yet: a first run's (selection.first_seed=fresh), or a
         paired re-run's of a candidate and its parent."""
-        self._paired_seeds += 1
-        return self._paired_seeds * RERUN_SEED_STRIDE + self.seed
+        self._fresh_seeds += 1
+        return self._fresh_seeds * RERUN_SEED_STRIDE + self.seed
 
     def job_id(self, island: int) -> str:
         self._job_counter += 1

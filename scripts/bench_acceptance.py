@@ -190,8 +190,9 @@ def main() -> None:
                     help="an engine override added to every config, e.g. --set selection.confirm_sigmas=4")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--explain", action="store_true",
-                    help="list every lost real gain and every false keep of the default config with what the "
-                         "engine saw then (sigma and its dof, the first run against the parent, the reason)")
+                    help="list, per config, every lost real gain and every false keep with what the engine saw "
+                         "then (sigma and its dof, the first run against the parent, the reason), and "
+                         "each run's champion with its number of runs")
     args = ap.parse_args()
     configs = [c for c in args.configs.split(",") if c]
     cases = [c for c in args.cases.split(",") if c]
