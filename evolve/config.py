@@ -196,6 +196,12 @@ class SelectionConfig:
     # an island then shares one offset that a parent measured on several seeds does not, a bias
     # fixed for the whole island (docs/benchmarks.md, "Fresh first-run seeds and a longer sequential test").
     first_seed: str = "fresh"
+    # The run's champion (the best commit alive, by the mean of its runs), unless it is the unmodified
+    # train.py, runs again at the search's budget, each time on a fresh seed, until it has
+    # champion_runs successful runs: its number is then the mean of enough runs that the lucky draws
+    # that made it champion weigh little (the winner's curse; evolve/remeasure.py). Counted apart
+    # from run.max_experiments; the last champion is re-measured after that limit too. 0 or 1 = never.
+    champion_runs: int = 6
     # Temperature of the hottest island, in units of sigma (evolve/tempering.py): island 0 is greedy
     # (T = 0), island k of n runs at t_max ** (k / (n - 1)) and takes a child worse than its head by
     # delta as its new head with probability exp(-delta / (T sigma)) (status `explore`). 0 = no
@@ -446,6 +452,8 @@ def validate(cfg: Any, islands: int) -> None:
              f"0 (never re-run) or a number > selection.noise_k={cfg.selection.noise_k}")
     _require(cfg.selection.first_seed in FIRST_SEEDS, "selection.first_seed", cfg.selection.first_seed,
              " or ".join(FIRST_SEEDS))
+    _require(cfg.selection.champion_runs >= 0, "selection.champion_runs", cfg.selection.champion_runs,
+             "an integer >= 0 (0 or 1 = never re-measure the champion)")
     _require(cfg.selection.paired_sigmas >= 0, "selection.paired_sigmas", cfg.selection.paired_sigmas,
              "a number >= 0 (0 = any gain on the shared seed)")
     _require(cfg.selection.confirm_runs >= 1, "selection.confirm_runs", cfg.selection.confirm_runs,

@@ -24,6 +24,7 @@ from .journal import events_row
 from .noise import judging_sigma, pooled, unshared
 from .promotion import PromotionTrial, promotion_record
 from .proposer import Proposer
+from .remeasure import RemeasureTrial, remeasure_record
 from .recorder import Recorder
 from .records import LLMSummary, NoiseFloor
 from .scheduler import Scheduler
@@ -158,6 +159,9 @@ class Engine:
         if trial.is_promotion:
             self._collect_promotion(trial, m, fleet, scheduler, recorder, view)
             return
+        if trial.is_remeasure:
+            self._collect_remeasure(trial, m, scheduler, recorder, view)
+            return
         state = recorder.state
         sigma, epoch = state.sigma or 0.0, state.islands[trial.island].epoch
         # The verdict's sigma: widened while it rests on few degrees of freedom (selection.widen_sigma).
@@ -217,6 +221,18 @@ class Engine:
         record = promotion_record(trial, recorder.state, scheduler.base_commit, self.cfg.promote.factor)
         recorder.append(record)
         say("promotion: " + events_row(record).split("\t", 2)[2].strip())
+
+    def _collect_remeasure(self, trial: RemeasureTrial, m, scheduler: Scheduler, recorder: Recorder,
+                           view: LiveView) -> None:
+        """The champion's extra run is recorded; its commit's mean (and sigma) take it in at once."""
+        trial.file(m)
+        scheduler.remeasure_done()
+        view.idle(trial.island)
+        record = remeasure_record(trial, recorder.state)
+        recorder.append(record)
+        self._record_event(Epochs.noise_update(recorder.state), recorder)
+        recorder.sync_branches()
+        say("re-measure: " + events_row(record).split("\t", 2)[2].strip())
 
     def _record_event(self, event, recorder: Recorder) -> None:
         if event is None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .records import (CRASH, DISCARD, EARLY_STOPPED, EXPLORE, Bet, Exchange, Experiment, LLMSummary, Migration,
-                      NoiseFloor, NoiseUpdate, OperatorFailure, OperatorFallback, Promotion, Record, Reset, RunStart,
+                      NoiseFloor, NoiseUpdate, OperatorFailure, OperatorFallback, Promotion, Record, Remeasure, Reset, RunStart,
                       from_json, to_json)
 
 RESULTS_HEADER = "commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
@@ -114,6 +114,13 @@ def events_row(record: Record) -> str:
                   f"{record.seed}): {fmt(record.champion_bpb)} against the base's {fmt(record.base_bpb)}; delta "
                   f"{record.short_delta:+.6f} at the search's budget, {long} at the long one: "
                   f"{'held' if record.held else 'did not hold'}" + (f" ({_clean(record.reason)})" if record.reason else ""))
+        after = record.after_seq
+    elif isinstance(record, Remeasure):
+        this = (f"{record.val_bpb:.6f}" if record.val_bpb is not None
+                else f"{record.outcome}: {_clean(record.reason)}")
+        mean = "n/a" if record.mean_bpb is None else f"{record.mean_bpb:.6f}"
+        detail = (f"island {record.island} champion {record.commit[:7]} re-measured (seed {record.seed}): {this}; "
+                  f"mean of its {record.runs} runs {mean}")
         after = record.after_seq
     elif isinstance(record, RunStart):
         detail = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.time))

@@ -209,6 +209,24 @@ class Promotion:
 
 
 @dataclass(frozen=True)
+class Remeasure:
+    """The run's champion trained again at the search's budget on a fresh seed
+    (selection.champion_runs, evolve/remeasure.py): its number becomes the mean of more runs."""
+
+    island: int                   # where it ran
+    commit: str
+    seed: int
+    val_bpb: float | None         # this run's (None: it failed)
+    outcome: str                  # ok / crash / timeout / ...
+    reason: str                   # why it failed ("" when it did not)
+    runs: int                     # the commit's successful runs, this one included
+    mean_bpb: float | None        # their mean: the commit's val_bpb from now on
+    wall_s: float
+    after_seq: int
+    kind: str = "remeasure"
+
+
+@dataclass(frozen=True)
 class LLMSummary:
     """The LLM's summary of lessons.md (llm.lessons=true): what it cost, and why it failed if it did."""
 
@@ -228,11 +246,11 @@ class RunStart:
 
 
 Record = Union[Experiment, NoiseFloor, NoiseUpdate, Migration, Reset, Exchange, Bet, OperatorFailure,
-               OperatorFallback, Promotion, LLMSummary, RunStart]
+               OperatorFallback, Promotion, Remeasure, LLMSummary, RunStart]
 _KINDS = {"experiment": Experiment, "sigma": NoiseFloor, "noise": NoiseUpdate, "migration": Migration,
           "reset": Reset, "exchange": Exchange, "bet": Bet, "operator_failure": OperatorFailure,
           "operator_fallback": OperatorFallback,
-          "promotion": Promotion, "llm_summary": LLMSummary, "start": RunStart}
+          "promotion": Promotion, "remeasure": Remeasure, "llm_summary": LLMSummary, "start": RunStart}
 _TUPLE_FIELDS = {"parents", "baselines", "targets", "migrants", "resets", "reruns", "parent_reruns", "temperatures"}
 
 

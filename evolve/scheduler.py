@@ -15,6 +15,7 @@ from operators.candidate import NoCandidate, Peer
 from .budget import max_uncounted_s
 from .curves import CurveBook
 from .promotion import PromotionTrial, due_promotion
+from .remeasure import RemeasureTrial, due_remeasure
 from .config import OnMaxCost
 from .proposer import Proposal, Proposer, Request, is_llm
 from .records import OperatorFailure, OperatorFallback, Record
@@ -53,6 +54,8 @@ class Scheduler:
         self.promote_every, self.promote_factor = cfg.promote.every, cfg.promote.factor
         self.budget_s = cfg.task.budget_s
         self.promoting: PromotionTrial | None = None   # the promotion in flight (one at a time)
+        self.champion_runs = cfg.selection.champion_runs
+        self.remeasuring: RemeasureTrial | None = None   # the champion's re-measurement in flight (one at a time)
         plan = baseline_plan(self.n, cfg.selection.baseline_runs, cfg.selection.noise_k, cfg.seed,
                              cfg.selection.min_baselines)
         done = state.baseline_seeds_done()
@@ -65,6 +68,7 @@ class Scheduler:
         # Paired re-runs (and first runs, selection.first_seed=fresh) take fresh seeds, run-wide and
         # across resumes: multiples of the stride above every seed in the journal.
         used = [seed for e in state.experiments for seed, *_ in ((e.seed,), *e.reruns, *e.parent_reruns)]
+        used += [r.seed for r in (*state.promotions, *state.remeasures)]
         self._fresh_seeds = max(((s - self.seed) // RERUN_SEED_STRIDE for s in used), default=0)
         self.seen = {e.source_sha256 for e in state.experiments} | {base_sha256}   # train.py files measured
         self.prefetch: dict[int, tuple[Future, Request]] = {}   # island -> LLM proposal in progress
@@ -83,7 +87,10 @@ class Scheduler:
         return not self.stop.requested and len(self.state.experiments) + in_flight < self.max_experiments
 
     def done(self) -> bool:
-        return len(self.state.experiments) >= self.max_experiments
+        """run.max_experiments are recorded and the champion has its runs (a run stopped during its
+        last champion's re-measurement finishes it on resume)."""
+        return (len(self.state.experiments) >= self.max_experiments
+                and due_remeasure(self.state, self.champion_runs, self.base_commit) is None)
 
     def waiting_for_llm(self, in_flight: int) -> bool:
         """Whether nothing runs but an LLM proposal is still worth waiting for."""
@@ -97,17 +104,23 @@ class Scheduler:
         """The trials to start now on idle islands, in island order, within run.max_experiments."""
         self._rerun_failed_baselines()
         self.running = {k: trial for k, trial in self.running.items() if k in busy}
-        in_flight -= self.promoting is not None   # promotions are counted apart from run.max_experiments
+        # promotions and the champion's re-measurements are counted apart from run.max_experiments
+        in_flight -= (self.promoting is not None) + (self.remeasuring is not None)
         trials: list[Trial] = []
         for k in range(self.n):
-            if not self.can_start(in_flight + len(trials)):
+            if self.stop.requested:
                 break
             if k in busy or k in self.retired:
                 continue
-            trial = self._promotion(k) or self._next_trial(k)
+            # the champion is re-measured even once the limit is reached: the run's last number is honest
+            trial = self._remeasure(k)
+            if trial is None:
+                if not self.can_start(in_flight + len(trials)):
+                    continue
+                trial = self._promotion(k) or self._next_trial(k)
             if trial is None:
                 continue
-            if trial.is_promotion:
+            if trial.is_promotion or trial.is_remeasure:
                 in_flight -= 1
             trials.append(trial)
             self.running[k] = trial
@@ -130,6 +143,19 @@ class Scheduler:
 
     def promotion_done(self) -> None:
         self.promoting = None
+
+    def _remeasure(self, k: int) -> RemeasureTrial | None:
+        """One more run of the run's champion on island k, when it has too few (one at a time)."""
+        if self.remeasuring is not None:
+            return None
+        commit = due_remeasure(self.state, self.champion_runs, self.base_commit)
+        if commit is None:
+            return None
+        self.remeasuring = RemeasureTrial(Job(self.job_id(k), k, commit, None, self.fresh_seed()))
+        return self.remeasuring
+
+    def remeasure_done(self) -> None:
+        self.remeasuring = None
 
     def fresh_seed(self) -> int:
         """A seed no run of this run has used yet: a first run's (selection.first_seed=fresh), or a
@@ -352,6 +378,8 @@ class Scheduler:
         owed, self.baselines_left[k] = self.baselines_left[k], []
         if trial is not None and trial.is_promotion:
             self.promoting, trial = None, None     # a champion still due is promoted on another island
+        if trial is not None and trial.is_remeasure:
+            self.remeasuring, trial = None, None   # ... and re-measured on another
         if trial is not None and trial.proposal is None:
             owed.append(BaselineRun(island=k, seed=trial.job.seed))
         for i, b in enumerate(owed if alive else []):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .bets import OpenBet, spend
 from .population import Member, Population, hall_of_fame
 from .records import (CRASH, DISCARD, EXPLORE, KEEP, Bet, Exchange, Experiment, LLMSummary, Migration, NoiseFloor,
-                      NoiseUpdate, OperatorFailure, OperatorFallback, Promotion, Record, Reset, RunStart)
+                      NoiseUpdate, OperatorFailure, OperatorFallback, Promotion, Record, Remeasure, Reset, RunStart)
 
 
 @dataclass
@@ -64,6 +64,7 @@ class RunState:
     paired: list[list[float]] = field(default_factory=list)
     starts: list[RunStart] = field(default_factory=list)
     promotions: list[Promotion] = field(default_factory=list)
+    remeasures: list[Remeasure] = field(default_factory=list)   # the champions' extra runs (evolve/remeasure.py)
     summary_usd: float = 0.0       # LLM summaries of lessons.md (no island's)
 
     def __post_init__(self) -> None:
@@ -124,6 +125,11 @@ class RunState:
             self.events.append(record)
         elif isinstance(record, Promotion):
             self.promotions.append(record)
+            self.events.append(record)
+        elif isinstance(record, Remeasure):
+            if record.val_bpb is not None:
+                self._observe(record.commit, [record.val_bpb])
+            self.remeasures.append(record)
             self.events.append(record)
         elif isinstance(record, LLMSummary):
             self.summary_usd += record.cost.get("usd", 0.0)

@@ -48,6 +48,7 @@ class Trial:
     runs again together with its parent, both on the same fresh seed (paired)."""
 
     is_promotion = False     # evolve/promotion.py's PromotionTrial: two long runs, no verdict
+    is_remeasure = False     # evolve/remeasure.py's RemeasureTrial: one more run of the champion, no verdict
 
     def __init__(self, job: Job, proposal: Proposal | None):
         self.job = job                              # the run in progress

@@ -56,6 +56,10 @@ class LiveView:
     def started(self, island: int, description: str) -> None:
         self.running[island] = (description, time.time())
 
+    def idle(self, island: int) -> None:
+        """Island's run that is no experiment (a champion's re-measurement) is over."""
+        self.running.pop(island, None)
+
     def finished(self, island: int, exp: Experiment) -> None:
         self.running.pop(island, None)
         if not self.live:
@@ -116,6 +120,11 @@ class LiveView:
                                f"lab: {lab.repo.working_tree_dir}", highlight=False, markup=False)
             self.console.print("[evolve] hall of fame: " + ", ".join(f"{m.commit[:7]} {m.val_bpb:.6f}" for m in hof),
                                highlight=False, markup=False)
+        if s.remeasures:
+            self.console.print(f"[evolve] champions re-measured: {len(s.remeasures)} runs of "
+                               f"{len({r.commit for r in s.remeasures})} commits (selection.champion_runs), "
+                               f"{sum(r.wall_s for r in s.remeasures) / 60:.1f} min of fitness runs outside "
+                               "run.max_experiments; see events.tsv", highlight=False, markup=False)
         if s.promotions:
             held = sum(p.held for p in s.promotions)
             self.console.print(f"[evolve] promotions: {len(s.promotions)} ({held} held at the longer budget), "

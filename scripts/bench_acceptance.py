@@ -27,7 +27,8 @@ Per config, pooled over seeds (children only; baselines are not candidates):
     false keeps     keeps among null or worse changes / null or worse changes (Wilson 95%)
     optimism        (true value - recorded value) of each run's champion, in sigma (mean, +- 2 se);
                     positive = the recorded number flatters the champion
-    runs/candidate  fitness runs (first, confirmation and parent re-runs) per candidate
+    runs/candidate  fitness runs (first, confirmation and parent re-runs, and the champion's
+                    re-measurements) per candidate
 Goals for the default (issue 18): precision >= 90%, power >= 80%, optimism <= 0.25 sigma, at most
 1.5 fitness runs per candidate.
 """
@@ -131,6 +132,8 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
             tally.null_keeps += kept
         if (effect < -sigma) != kept:
             tally.explained.append(explain(e, effect, sigma, noise, f"{case} {config} seed {seed}"))
+    # the champion's re-measurements (selection.champion_runs) cost fitness runs too
+    tally.fitness_runs += len(state.remeasures)
     champion = state.champion()
     if champion is not None:
         tally.optimism.append((true_value(champion.commit) - champion.val_bpb) / sigma)

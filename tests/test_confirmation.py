@@ -18,7 +18,7 @@ from statistics import fmean, stdev
 
 import git
 
-from evolve.records import NoiseFloor, NoiseUpdate
+from evolve.records import NoiseFloor, NoiseUpdate, Remeasure
 from tests.llm_server import Reply, ScriptedLLM
 from tests.test_engine import LANDSCAPE, ROOT, assert_records_agree_with_git, read_tsv
 from tests.test_engine_llm import ONLY_LLM_MUTATION
@@ -67,6 +67,7 @@ def test_lucky_and_implausible_gains_are_rerun_and_the_mean_decides(tmp_path: Pa
              "selection.noise_k=1", "selection.confirm_sigmas=3", "selection.implausible_sigmas=20",
              "selection.paired_sigmas=1",
              "selection.first_seed=island",   # every first run on seed 0 (the candidates' seed luck is on it)
+             "selection.champion_runs=0",     # the champion's re-measurement: test_the_champion_is_re_measured...
              "migration.interval=0", "reset.interval=0", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
             env={**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
@@ -112,3 +113,65 @@ def test_lucky_and_implausible_gains_are_rerun_and_the_mean_decides(tmp_path: Pa
     rows = {r["description"]: r for r in read_tsv(run_dir / "experiments.tsv")}
     assert rows["lucky on one seed"]["reruns"].startswith("0=") and "10000=" in rows["lucky on one seed"]["reruns"]
     assert len(state.experiments) == 7                               # re-runs are not extra experiments
+
+
+def test_the_champion_is_re_measured_until_its_number_is_the_mean_of_enough_runs(tmp_path: Path):
+    """selection.champion_runs: a champion kept on one lucky run runs again on fresh seeds; when
+    the re-runs show it is no better than the unmodified train.py, the title goes back; a real gain
+    is re-measured until it has champion_runs runs, and the number the run reports for it is their mean."""
+    task = tmp_path / "task"
+    shutil.copytree(LANDSCAPE, task)
+    run_dir = tmp_path / "champion"
+    baselines = [landscape_at(seed) for seed in BASELINE_SEEDS]
+    sigma = stdev(baselines)
+    with ScriptedLLM() as server:
+        server.script(
+            candidate("lucky on one seed", -4 * sigma, +9 * sigma),
+            candidate("better on every seed", -20 * sigma, -20 * sigma),
+        )
+        args = [sys.executable, "-m", "evolve", "+islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.2",
+                "run.max_experiments=6", f"run.dir={run_dir}", "run.live=false", "llm=local",
+                f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=0",
+                "selection.confirm_sigmas=0",    # no confirmation runs: a keep on one run is what is re-measured
+                "selection.first_seed=island",   # every first run on seed 0 (the candidates' seed luck is on it)
+                "selection.champion_runs=4", "migration.interval=0", "reset.interval=0", *ONLY_LLM_MUTATION]
+        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OPENAI_API_KEY": "sk-test-not-a-real-key"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = assert_records_agree_with_git(run_dir, 1)
+    assert len(state.experiments) == 6                        # re-measurements are not experiments
+    by_name = {e.description: e for e in state.experiments if not e.is_baseline}
+    lucky, better = by_name["lucky on one seed"], by_name["better on every seed"]
+    assert lucky.status == "keep" and better.status == "keep" and not lucky.reruns and not better.reruns
+    base = lucky.parent
+
+    remeasures = [e for e in state.events if isinstance(e, Remeasure)]
+    of_lucky = [r for r in remeasures if r.commit == lucky.commit]
+    assert of_lucky and [r.commit for r in remeasures] == [lucky.commit] * len(of_lucky) + [better.commit] * 3
+    # the lucky keep ran again while it was the champion; once the re-runs showed it no better than
+    # the base, the title went back (before it had its 4 runs) and nothing re-measured it again
+    base_bpb = fmean(state.runs_of(base))
+    assert all(r.mean_bpb < base_bpb for r in of_lucky[:-1]) and of_lucky[-1].mean_bpb > base_bpb
+    assert of_lucky[-1].runs < 4 and len(state.runs_of(lucky.commit)) == of_lucky[-1].runs
+    assert all(abs(r.val_bpb - (landscape_at(r.seed) + 9 * sigma)) < 2e-6 for r in of_lucky)
+    # the real gain ran until it had 4 runs; the run's number for it is their mean, everywhere
+    champion = state.champion()
+    assert champion.commit == better.commit and len(champion.observations) == 4 == remeasures[-1].runs
+    expected = fmean([baselines[0] - 20 * sigma] + [landscape_at(r.seed) - 20 * sigma for r in remeasures[len(of_lucky):]])
+    assert abs(champion.val_bpb - expected) < 2e-6 and abs(remeasures[-1].mean_bpb - expected) < 2e-6
+    assert f"champion {better.commit[:7]} val_bpb {expected:.6f}" in done.stdout
+    # every re-measurement ran on a seed no other run of the night used
+    seeds = [r.seed for r in remeasures]
+    others = {seed for e in state.experiments for seed, *_ in ((e.seed,), *e.reruns, *e.parent_reruns)}
+    assert len(set(seeds)) == len(seeds) and not set(seeds) & others
+    rows = [r for r in read_tsv(run_dir / "events.tsv") if r["kind"] == "remeasure"]
+    assert len(rows) == 4 and better.commit[:7] in rows[-1]["detail"] and "mean of its 4 runs" in rows[-1]["detail"]
+    from evolve.report.data import read_run
+    from evolve.report.page import render_events
+    assert render_events(read_run(run_dir)).count("champion re-measured") == 4     # the report's events table
+    assert "champions re-measured: 4 runs of 2 commits" in done.stdout              # the closing summary
+    # the sigma of the night learned from the re-measurements (repeated runs of identical code)
+    assert state.sigma_dof == len(BASELINE_SEEDS) - 1 + len(of_lucky) + 3
+    # a second start finds nothing left to do
+    again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "nothing to do" in again.stdout

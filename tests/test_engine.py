@@ -109,7 +109,8 @@ def test_two_islands_migrate_reset_and_records_agree_with_git(tmp_path: Path, la
     events = read_tsv(run_dir / "events.tsv")
     kinds = {e["kind"] for e in events}   # "noise": sigma learned from confirmation and paired runs
     assert {"start", "sigma", "migration", "reset"} <= kinds <= {"start", "sigma", "noise", "migration", "reset",
-                                                         "operator_fallback"}   # a crossover without 2 parents
+                                                         "operator_fallback",   # a crossover without 2 parents
+                                                         "remeasure"}           # the champion's extra runs
     # Every fitness run left its full log behind.
     for row in read_tsv(run_dir / "experiments.tsv"):
         assert "val_bpb:" in (run_dir / row["log"]).read_text()
@@ -196,7 +197,8 @@ def test_resume_after_sigkill_yields_exactly_n_experiments(tmp_path: Path, lands
     # independent noise whenever a first run is compared with its parent's runs.
     first_seeds = [e.seed for e in state.experiments if not e.is_baseline]
     other_seeds = {e.seed for e in state.experiments if e.is_baseline} | {
-        seed for e in state.experiments for seed, *_ in (*e.reruns, *e.parent_reruns)}
+        seed for e in state.experiments for seed, *_ in (*e.reruns, *e.parent_reruns)} | {
+        r.seed for r in state.remeasures}
     assert len(set(first_seeds)) == len(first_seeds) and not set(first_seeds) & other_seeds, first_seeds
     # a third call has nothing left to do and changes nothing
     again = run_evolve(*args)

@@ -10,7 +10,7 @@ import time
 from ..noise import standard_error
 from ..journal import events_row
 from ..records import (CRASH, EARLY_STOPPED, KEEP, Bet, Exchange, Migration, NoiseFloor, NoiseUpdate, OperatorFailure,
-                       OperatorFallback, Promotion, Reset)
+                       OperatorFallback, Promotion, Remeasure, Reset)
 from ..rescore import config_value
 from .data import RunData, distinct_names, git_diff
 from .llm_work import focus_rows, funnel_rows
@@ -276,6 +276,8 @@ def render_events(run: RunData) -> str:
                                                 + ", ".join(f"{b:.6f}" for b in e.baselines))])
         elif isinstance(e, Promotion):
             rows.append([str(e.after_seq), "promotion", esc(events_row(e).split("\t", 2)[2].strip())])
+        elif isinstance(e, Remeasure):
+            rows.append([str(e.after_seq), "champion re-measured", esc(events_row(e).split("\t", 2)[2].strip())])
         elif isinstance(e, NoiseUpdate):
             rows.append([str(e.after_seq), "noise estimate", esc(f"σ = {e.sigma:.6f} ({e.dof} dof), pooled over "
                                                                  "every repeated measurement of identical code")])
