@@ -147,7 +147,7 @@ def render_champions(run: RunData) -> str:
                 f'<span class="muted">{esc(rs.get("reason") or "no test_bpb")}</span>'
             reval = fmt(rs.get("val_bpb"))
         rows.append([esc("; ".join(r["roles"])), f"<code>{esc(r['commit'][:12])}</code>", str(r["origin_island"]),
-                     f"{r['val_bpb']:.6f}" + (f' <span class="muted">(mean of {r["observations"]})</span>'
+                     f"{r['val_bpb']:.6f}" + (f' <span class="muted">(mean of {r["observations"]} runs)</span>'
                                               if r["observations"] > 1 else ""),
                      test, reval, esc(r["description"])])
     if not rows:

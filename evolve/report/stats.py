@@ -81,10 +81,9 @@ def champion_rows(run: RunData) -> list[dict]:
         members.setdefault(m.commit, m)
     rows = []
     for commit, m in members.items():
-        # Measured on several islands (the base commit, with one seed each): the mean of every measurement.
-        measured = run.experiments.loc[run.experiments["commit"] == commit, "val_bpb"].dropna()
-        val, n = (float(measured.mean()), len(measured)) if len(measured) else (m.val_bpb, len(m.observations))
-        rows.append({"commit": commit, "roles": roles[commit], "val_bpb": val, "observations": n,
+        # The commit's one number, as everywhere else: the mean of all its runs (its baselines or its
+        # own runs, its paired runs as a parent, its re-measurements as champion), not its rows' means.
+        rows.append({"commit": commit, "roles": roles[commit], "val_bpb": m.val_bpb, "observations": len(m.observations),
                      "origin_island": m.origin_island, "description": describe(run, commit),
                      "rescore": run.rescores.get(commit), "seq": m.seq})
     return sorted(rows, key=lambda r: (r["val_bpb"], r["seq"]))
