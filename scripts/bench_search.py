@@ -312,11 +312,11 @@ def run_one(config: str, seed: int, task: Path, evaluations: int, workdir: Path,
         window, gain = descend
         extra = [f"selection.descend_window={window}" if o == _DESCEND[0] else
                  f"selection.descend_sigmas={gain:g}" if o == _DESCEND[1] else o for o in extra]
-    # Confirmation runs are off: they are fitness runs that run.max_experiments does not count, and
-    # the comparison is at equal fitness runs.
+    # Confirmation runs and the champion's re-measurements are off: they are fitness runs that
+    # run.max_experiments does not count, and the comparison is at equal fitness runs.
     overrides = ["task=custom", f"task.dir={task}", "task.budget_s=1", "task.grace_s=30", "llm=none",
                  f"run.max_experiments={evaluations}", "run.live=false", "report.every=0", f"seed={seed}",
-                 "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *extra]
+                 "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", "selection.champion_runs=0", *extra]
     state, wall = run_engine(islands, overrides, workdir / f"{config}-seed{seed}", log_dir / f"{config}-seed{seed}.log")
     ok = [e for e in state.experiments if e.val_bpb is not None]
     best = min(e.val_bpb for e in ok) if ok else math.inf

@@ -180,7 +180,8 @@ def run_evolve(run: Run, task: Path, workdir: Path, budget: float, per_island: i
     total = baselines + per_island * run.islands
     cmd = [sys.executable, "-m", "evolve", f"islands={run.islands}", "task=custom", f"task.dir={task}",
            f"task.budget_s={budget}", "task.grace_s=60", f"run.max_experiments={total}", f"run.dir={run_dir}",
-           "run.live=false", "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", "report.every=0", *extra]
+           "run.live=false", "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", "selection.champion_runs=0",
+           "report.every=0", *extra]
     print(f"[bench_throughput] {run.name}: {' '.join(cmd[1:])}", flush=True)
     with open(workdir / f"{run.name}.out", "w") as out:
         run.launched = time.time()

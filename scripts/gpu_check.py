@@ -42,7 +42,8 @@ STARTUP = re.compile(r"startup ([\d.]+)s \| eval ([\d.]+)s")
 OFFLINE_DATA = ("++task.prepare_constants.DATA_SOURCE=shakespeare", "++task.prepare_constants.EVAL_TOKENS=65536")
 # (its val split holds ~100k tokens at vocab 8192: 32 windows of 2048)
 DRY_RUN = ("++task.prepare_constants.EVAL_TOKENS=16384",)   # a quicker evaluation; not part of the data cache's key
-NO_CONFIRMATION = ("selection.confirm_sigmas=0", "selection.implausible_sigmas=0")   # one fitness run per experiment
+NO_CONFIRMATION = ("selection.confirm_sigmas=0", "selection.implausible_sigmas=0",   # one fitness run per experiment
+                   "selection.champion_runs=0")
 
 
 def steady_tokens_per_s(log: str) -> float | None:
