@@ -115,3 +115,10 @@ def test_first_seed_knob_names_its_allowed_values_and_the_ratchet_keeps_the_anch
     assert _config("selection=ratchet").selection.first_seed == "island"
     with pytest.raises(ConfigError, match=r"selection.first_seed='seeded' is not allowed; expected fresh or island"):
         validate(_config("selection.first_seed=seeded"), 2)
+
+
+def test_champion_runs_knob_is_checked_and_the_ratchet_never_re_measures():
+    assert _config().selection.champion_runs == 6
+    assert _config("selection=ratchet").selection.champion_runs == 0    # the anchor's loop runs nothing extra
+    with pytest.raises(ConfigError, match=r"selection.champion_runs=-1 is not allowed; expected an integer >= 0"):
+        validate(_config("selection.champion_runs=-1"), 2)
