@@ -40,6 +40,7 @@ def test_llm_local_run_keeps_discards_and_crashes(tmp_path: Path):
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
              "run.max_experiments=8", "selection.min_baselines=2",   # two baselines: six LLM proposals in eight
+             "selection.champion_runs=0",   # no re-measured champion taking an island between them
              f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=1", "llm.timeout_s=20", "llm.lessons_every=4",
              "focus=areas", *ONLY_LLM_MUTATION],
@@ -153,7 +154,9 @@ def test_island_epochs_in_both_orders(tmp_path: Path):
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.4",
              "run.max_experiments=16", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=0", "migration.interval=0", "reset.interval=1",
-             "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", *ONLY_LLM_MUTATION],
+             "selection.confirm_sigmas=0", "selection.implausible_sigmas=0",
+             "selection.champion_runs=0",   # every island trains candidates, so resets land under them
+             *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     state = assert_records_agree_with_git(run_dir, 2)
