@@ -48,12 +48,16 @@ def candidate(description: str, first_seed_offset: float, other_seeds_offset: fl
     return Reply(f"DESCRIPTION: {description}\n\n```python\n{source}```\n")
 
 
-def test_lucky_and_implausible_gains_are_rerun_and_the_mean_decides(tmp_path: Path):
+def landscape_run(tmp_path: Path, name: str) -> tuple[Path, Path, list[float], float]:
+    """A copy of the landscape task, a run dir, the baselines' values on BASELINE_SEEDS and their sigma."""
     task = tmp_path / "task"
     shutil.copytree(LANDSCAPE, task)
-    run_dir = tmp_path / "confirm"
     baselines = [landscape_at(seed) for seed in BASELINE_SEEDS]
-    sigma = stdev(baselines)
+    return task, tmp_path / name, baselines, stdev(baselines)
+
+
+def test_lucky_and_implausible_gains_are_rerun_and_the_mean_decides(tmp_path: Path):
+    task, run_dir, baselines, sigma = landscape_run(tmp_path, "confirm")
     with ScriptedLLM() as server:
         server.script(
             candidate("lucky on one seed", -2 * sigma, +3 * sigma),
@@ -119,11 +123,7 @@ def test_the_champion_is_re_measured_until_its_number_is_the_mean_of_enough_runs
     """selection.champion_runs: a champion kept on one lucky run runs again on fresh seeds; when
     the re-runs show it is no better than the unmodified train.py, the title goes back; a real gain
     is re-measured until it has champion_runs runs, and the number the run reports for it is their mean."""
-    task = tmp_path / "task"
-    shutil.copytree(LANDSCAPE, task)
-    run_dir = tmp_path / "champion"
-    baselines = [landscape_at(seed) for seed in BASELINE_SEEDS]
-    sigma = stdev(baselines)
+    task, run_dir, baselines, sigma = landscape_run(tmp_path, "champion")
     with ScriptedLLM() as server:
         server.script(
             candidate("lucky on one seed", -4 * sigma, +9 * sigma),
