@@ -36,7 +36,8 @@ def test_full_disk_stops_cleanly_then_the_same_command_resumes(tmp_path: Path, l
     evolve = " ".join(shlex.quote(a) for a in (
         sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=1",
         f"run.max_experiments={EXPERIMENTS}", f"run.dir={run_dir}", "run.live=false", "llm=none",
-        "run.min_free_mb=16"))
+        "run.min_free_mb=16",
+        "selection.champion_runs=0"))   # no re-measured champion: each experiment is one fitness run
     script = f"""
         set -u
         mount -t tmpfs -o size=64m evolve-test {disk}

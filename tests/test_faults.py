@@ -78,6 +78,7 @@ def test_llm_endpoint_gone_for_a_minute_islands_go_on_offline_then_use_it_again(
                          f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=1",
                          "llm.timeout_s=10", *ONLY_LLM_MUTATION,
                          "selection.confirm_runs=1",   # one paired re-run at most: experiments of a steady length
+                         "selection.champion_runs=0",  # ... and no re-measured champion between them
                          llm="local",
                          env={"OPENAI_API_KEY": "sk-test-not-a-real-key"})
         journal = run_dir / "journal.jsonl"

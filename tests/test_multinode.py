@@ -35,7 +35,9 @@ def cluster():
 def start(run_dir: Path, node_dir: Path, task: Path, cluster, *extra: str) -> subprocess.Popen:
     args = ("islands=2", f"ray.address={cluster.address}", f"ray.node_dir={node_dir}", "task=custom",
             f"task.dir={task}", "task.budget_s=1", f"run.max_experiments={EXPERIMENTS}", f"run.dir={run_dir}",
-            "run.live=false", "llm=none", *extra)
+            "run.live=false", "llm=none",
+            "selection.champion_runs=0",   # no re-measured champion: the suite's time goes to node loss
+            *extra)
     return subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
