@@ -20,7 +20,7 @@ from .live_report import LiveReport
 from .lessons import Lessons
 from .llm_choice import LLMChoice, describe
 from .opener import OpenedRun, open_run, prepare_task_data
-from .journal import events_row
+from .journal import event_detail
 from .noise import judging_sigma, pooled, unshared
 from .promotion import PromotionTrial, promotion_record
 from .proposer import Proposer
@@ -220,7 +220,7 @@ class Engine:
             return
         record = promotion_record(trial, recorder.state, scheduler.base_commit, self.cfg.promote.factor)
         recorder.append(record)
-        say("promotion: " + events_row(record).split("\t", 2)[2].strip())
+        say("promotion: " + event_detail(record))
 
     def _collect_remeasure(self, trial: RemeasureTrial, m, scheduler: Scheduler, recorder: Recorder,
                            view: LiveView) -> None:
@@ -232,7 +232,7 @@ class Engine:
         recorder.append(record)
         self._record_event(Epochs.noise_update(recorder.state), recorder)
         recorder.sync_branches()
-        say("re-measure: " + events_row(record).split("\t", 2)[2].strip())
+        say("re-measure: " + event_detail(record))
 
     def _record_event(self, event, recorder: Recorder) -> None:
         if event is None:

@@ -130,6 +130,11 @@ def events_row(record: Record) -> str:
     return f"{after}\t{record.kind}\t{detail}\n"
 
 
+def event_detail(record: Record) -> str:
+    """An event's detail as events.tsv writes it (for the console and the report)."""
+    return events_row(record).split("\t", 2)[2].strip()
+
+
 class Journal:
     def __init__(self, run_dir: Path, n_islands: int):
         self.run_dir = run_dir

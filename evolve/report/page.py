@@ -8,7 +8,7 @@ import math
 import time
 
 from ..noise import standard_error
-from ..journal import events_row
+from ..journal import event_detail
 from ..records import (CRASH, EARLY_STOPPED, KEEP, Bet, Exchange, Migration, NoiseFloor, NoiseUpdate, OperatorFailure,
                        OperatorFallback, Promotion, Remeasure, Reset)
 from ..rescore import config_value
@@ -275,9 +275,9 @@ def render_events(run: RunData) -> str:
             rows.append(["", "noise floor", esc(f"σ = {e.sigma:.6f} ({e.dof} dof) from baselines "
                                                 + ", ".join(f"{b:.6f}" for b in e.baselines))])
         elif isinstance(e, Promotion):
-            rows.append([str(e.after_seq), "promotion", esc(events_row(e).split("\t", 2)[2].strip())])
+            rows.append([str(e.after_seq), "promotion", esc(event_detail(e))])
         elif isinstance(e, Remeasure):
-            rows.append([str(e.after_seq), "champion re-measured", esc(events_row(e).split("\t", 2)[2].strip())])
+            rows.append([str(e.after_seq), "champion re-measured", esc(event_detail(e))])
         elif isinstance(e, NoiseUpdate):
             rows.append([str(e.after_seq), "noise estimate", esc(f"σ = {e.sigma:.6f} ({e.dof} dof), pooled over "
                                                                  "every repeated measurement of identical code")])
