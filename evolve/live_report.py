@@ -7,8 +7,9 @@ separate process (`python -m evolve.report RUN_DIR`, the same command a user run
 priority), so the report's plotting never holds the driver's interpreter; at most one is in flight,
 and one that would be due while another still runs starts as soon as that one has ended. A failed
 refresh is written to `logs/report.log` and said once on the terminal; the run goes on. `finish`,
-after the islands stopped, waits for a refresh in flight and writes the final report (when there is
-a live report to bring up to date).
+after the islands stopped, writes the final report (when there is a live report to bring up to
+date); a refresh still in flight then is out of date and is stopped, not waited for (reports are
+written whole, so nothing half-written is left), which spares the end of every run one report build.
 """
 from __future__ import annotations
 
@@ -58,13 +59,16 @@ class LiveReport:
 
     def finish(self, recorded: int) -> None:
         """At the end of the run (islands stopped), once a live report exists (this start refreshed it, or
-        an earlier one did): the final report, after any refresh in flight. A run shorter than
+        an earlier one did): the final report, instead of any refresh in flight. A run shorter than
         `report.every` gets none, as with report.every=0 (`python -m evolve.report` writes it)."""
         index = self.run_dir / "report" / "index.html"
         if self.every <= 0 or not (self.refreshed_at or index.exists()):
             return
         try:
-            self._collect(wait=True)
+            self._collect(wait=False)
+            if self.process is not None:     # out of date: the final report replaces it
+                self._stop()
+                self._log(f"{self.what}: superseded by the final report")
             self._start(recorded, final=True)
             self._collect(wait=True)
         except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import pytest
 
 from evolve.records import from_json
 from tests.test_engine import ROOT, assert_records_agree_with_git
+from tests.test_faults import ONE_RUN_EACH
 
 EXPERIMENTS = 30
 
@@ -36,8 +37,7 @@ def test_full_disk_stops_cleanly_then_the_same_command_resumes(tmp_path: Path, l
     evolve = " ".join(shlex.quote(a) for a in (
         sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={landscape}", "task.budget_s=1",
         f"run.max_experiments={EXPERIMENTS}", f"run.dir={run_dir}", "run.live=false", "llm=none",
-        "run.min_free_mb=16",
-        "selection.champion_runs=0"))   # no re-measured champion: each experiment is one fitness run
+        "run.min_free_mb=16", *ONE_RUN_EACH))
     script = f"""
         set -u
         mount -t tmpfs -o size=64m evolve-test {disk}

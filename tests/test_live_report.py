@@ -104,11 +104,11 @@ def test_a_slow_refresh_never_delays_the_caller_and_never_doubles(tmp_path):
         if live.refreshed_at == 8:
             break
     assert live.refreshed_at == 8
-    live.finish(9)                 # waits for the one in flight, then the final one
-    assert marker.read_text() == "xxx"
+    live.finish(9)                 # stops the one in flight (out of date), then the final one
+    assert marker.read_text() in ("xx", "xxx")    # the stopped one may not have got as far as writing
     log = (tmp_path / "logs" / "report.log").read_text()
-    assert re.findall(r"(refresh|final report) after (\d+) experiments: ok", log) == [
-        ("refresh", "2"), ("refresh", "8"), ("final report", "9")]
+    assert re.findall(r"(refresh|final report) after (\d+) experiments: (ok|superseded)", log) == [
+        ("refresh", "2", "ok"), ("refresh", "8", "superseded"), ("final report", "9", "ok")]
 
 
 def test_a_failing_refresh_is_logged_and_the_run_goes_on(tmp_path, capsys):
@@ -116,6 +116,7 @@ def test_a_failing_refresh_is_logged_and_the_run_goes_on(tmp_path, capsys):
     live.after_record(1)
     live.process.wait()
     live.after_record(2)
+    live.process.wait()            # failed before the end (one in flight would be superseded, not failed)
     live.finish(2)
     log = (tmp_path / "logs" / "report.log").read_text()
     assert log.count("FAILED (exit 1") == 3 and "boom" in log

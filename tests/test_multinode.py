@@ -12,9 +12,10 @@ import git
 import pytest
 
 from tests.test_engine import ROOT, assert_records_agree_with_git, evolve_cmd
-from tests.test_faults import sigma_recorded, wait_for
+from tests.test_faults import ONE_RUN_EACH, sigma_recorded, wait_for
 
 EXPERIMENTS = 24
+RETIRE_EXPERIMENTS = 44
 
 
 @pytest.fixture
@@ -32,12 +33,12 @@ def cluster():
         cluster.shutdown()
 
 
-def start(run_dir: Path, node_dir: Path, task: Path, cluster, *extra: str) -> subprocess.Popen:
+def start(run_dir: Path, node_dir: Path, task: Path, cluster, *extra: str,
+          experiments: int = EXPERIMENTS) -> subprocess.Popen:
     args = ("islands=2", f"ray.address={cluster.address}", f"ray.node_dir={node_dir}", "task=custom",
-            f"task.dir={task}", "task.budget_s=1", f"run.max_experiments={EXPERIMENTS}", f"run.dir={run_dir}",
+            f"task.dir={task}", "task.budget_s=1", f"run.max_experiments={experiments}", f"run.dir={run_dir}",
             "run.live=false", "llm=none",
-            "selection.champion_runs=0",   # no re-measured champion: the suite's time goes to node loss
-            *extra)
+            *ONE_RUN_EACH, *extra)
     return subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -88,7 +89,8 @@ def test_islands_on_other_nodes_keep_node_local_clones_and_move_when_their_node_
 
 def test_with_on_node_loss_retire_the_run_goes_on_with_fewer_islands(tmp_path: Path, landscape: Path, cluster):
     run_dir, node_dir = tmp_path / "retire", tmp_path / "nodes"
-    proc = start(run_dir, node_dir, landscape, cluster, "ray.on_node_loss=retire")
+    # enough experiments that island 0 still runs some well after the node's loss is noticed
+    proc = start(run_dir, node_dir, landscape, cluster, "ray.on_node_loss=retire", experiments=RETIRE_EXPERIMENTS)
     wait_for(lambda: sigma_recorded(run_dir), 180, "generation 0")
     homes = island_homes(node_dir, run_dir.name)
     cluster.remove_node(worker_of(cluster, next(iter(homes[1]))))
@@ -97,9 +99,9 @@ def test_with_on_node_loss_retire_the_run_goes_on_with_fewer_islands(tmp_path: P
     assert proc.returncode == 0, err[-3000:]
     assert "island 1 is retired: it lost its node" in out and "(ray.on_node_loss=retire); 1 islands go on" in out
     state = assert_records_agree_with_git(run_dir, 2)
-    assert len(state.experiments) == EXPERIMENTS
+    assert len(state.experiments) == RETIRE_EXPERIMENTS
     late = [e for e in state.experiments if e.started > removed_at + 30]
-    assert late and {e.island for e in late} == {0}
+    assert late and {e.island for e in late} == {0}, [(e.island, round(e.started - removed_at)) for e in state.experiments]
 
 
 def test_default_task_in_node_local_clones_builds_its_data_on_the_node(tmp_path: Path):
