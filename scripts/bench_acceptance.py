@@ -8,9 +8,13 @@ engine's keep rule on a task whose true effects are known.
 
 The task is scripts/tasks/acceptance: only two constants of its train.py matter, each a step of
 3 sigma (a real gain or a real loss) when it crosses a threshold; every other change is noise only.
-The benchmark reads each candidate's constants and its parent's from the run's lab repository and
-knows its true effect. Runs go through the real engine in this process (llm=none, the perturb
-operator only, so that every candidate has one parent), like scripts/bench_search.py.
+The benchmark reads each candidate's constants and those of the parent it was judged against (for a
+crossover, the parent the engine compared it with, which need not be its first) from the run's lab
+repository and knows its true effect. Runs go through the real engine in this process (llm=none;
+`operators.weights={perturb: 1.0}` merges into the default weights, so the offline crossover keeps
+its 0.05: about 3% of candidates), like scripts/bench_search.py.
+
+    python scripts/bench_acceptance.py --seeds 24 --workdir DIR --reanalyse   # tally DIR's runs again
 
 Cases (frozen before any default of the keep rule was chosen; prepare.py's noise constants):
     seeded   SEED_SHARED=0.008 SEED_CODE=0.006 JITTER=0      noise fixed by the seed (sigma 0.01)
@@ -92,7 +96,8 @@ def constants_at(repo, commit: str, names: tuple[str, ...]) -> dict:
     return {n: found[n].value for n in names}
 
 
-def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, workdir: Path, log_dir: Path) -> Tally:
+def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, workdir: Path, log_dir: Path,
+            reanalyse: bool = False) -> Tally:
     import git
 
     islands, extra = CONFIGS[config]
@@ -100,7 +105,13 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
                  "operators.weights={perturb: 1.0}", f"run.max_experiments={evaluations}", "run.live=false",
                  f"seed={seed}", *extra]
     run_dir = workdir / f"{case}-{config}-seed{seed}"
-    state, wall = run_engine(islands, overrides, run_dir, log_dir / f"{case}-{config}-seed{seed}.log")
+    if reanalyse:    # the run is there already: tally its journal again
+        from evolve.journal import Journal
+        from evolve.state import RunState
+
+        state, wall = RunState.replay(islands, 4, Journal(run_dir, islands).load()), 0.0
+    else:
+        state, wall = run_engine(islands, overrides, run_dir, log_dir / f"{case}-{config}-seed{seed}.log")
     prepare = load_prepare(task)
     sigma = prepare.sigma()
     repo = git.Repo(run_dir / "lab")
@@ -119,7 +130,7 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
         tally.fitness_runs += 1 + len(e.reruns) + len(getattr(e, "parent_reruns", ()))
         if e.reason.endswith(REQUEUED):
             continue     # stale (its island changed while it ran): the same code is judged on its next row
-        effect = true_value(e.commit) - true_value(e.parents[0])
+        effect = true_value(e.commit) - true_value(e.parent)    # against the parent it was judged against
         kept = e.status == "keep"
         tally.candidates += 1
         tally.keeps += kept
@@ -196,7 +207,11 @@ def main() -> None:
                     help="list, per config, every lost real gain and every false keep with what the engine saw "
                          "then (sigma and its dof, the first run against the parent, the reason), and "
                          "each run's champion with its number of runs")
+    ap.add_argument("--reanalyse", action="store_true",
+                    help="run nothing: tally the runs already in --workdir (the same --seeds, --configs, --cases)")
     args = ap.parse_args()
+    if args.reanalyse and args.workdir is None:
+        raise SystemExit("--reanalyse needs --workdir: the directory of the runs to tally again")
     configs = [c for c in args.configs.split(",") if c]
     cases = [c for c in args.cases.split(",") if c]
     for name in configs:
@@ -219,11 +234,13 @@ def main() -> None:
              object_store_memory=256 * 2**20)
     try:
         for case in cases:
-            task = copy_task(TASK, workdir / f"task-{case}", parse_sets([f"{k}={v}" for k, v in CASES[case].items()]))
+            task = workdir / f"task-{case}"
+            if not args.reanalyse:
+                copy_task(TASK, task, parse_sets([f"{k}={v}" for k, v in CASES[case].items()]))
             totals = {c: Tally() for c in configs}
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for config in configs:      # interleaved, so that load drifts hit every config alike
-                    t = run_one(config, case, seed, task, args.evaluations, workdir, log_dir)
+                    t = run_one(config, case, seed, task, args.evaluations, workdir, log_dir, args.reanalyse)
                     totals[config].add(t)
                     print(f"[bench_acceptance] {case} {config} seed {seed}: {t.candidates} candidates, "
                           f"{t.keeps} keeps ({t.real_keeps} real), {t.gains} real gains, {t.wall_s:.0f} s", flush=True)
