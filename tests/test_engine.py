@@ -27,7 +27,7 @@ LANDSCAPE = ROOT / "tests" / "tasks" / "landscape"
 # The live report is rebuilt by a background process every report.every experiments and once at
 # the end (evolve/live_report.py); on 2 cores that competes with the islands' training. The suite's
 # engine runs leave it off unless a test sets report.every itself: tests/test_report.py and
-# tests/test_live_report.py build reports from real runs, and so does tests/test_anchor.py.
+# tests/test_live_report.py build reports from real runs.
 NO_REPORT = "report.every=0"
 
 
