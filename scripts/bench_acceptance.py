@@ -105,11 +105,10 @@ def run_one(config: str, case: str, seed: int, task: Path, evaluations: int, wor
                  "operators.weights={perturb: 1.0}", f"run.max_experiments={evaluations}", "run.live=false",
                  f"seed={seed}", *extra]
     run_dir = workdir / f"{case}-{config}-seed{seed}"
-    if reanalyse:    # the run is there already: tally its journal again
-        from evolve.journal import Journal
-        from evolve.state import RunState
+    if reanalyse:    # the run is there already: tally its journal again (read only, as the report reads it)
+        from evolve.report.data import read_run
 
-        state, wall = RunState.replay(islands, 4, Journal(run_dir, islands).load()), 0.0
+        state, wall = read_run(run_dir).state, 0.0
     else:
         state, wall = run_engine(islands, overrides, run_dir, log_dir / f"{case}-{config}-seed{seed}.log")
     prepare = load_prepare(task)

@@ -101,8 +101,8 @@ def test_llm_endpoint_gone_for_a_minute_islands_go_on_offline_then_use_it_again(
     # 30 s of two islands at a 3 s budget: 10-20 experiments; islands stalled on the dead endpoint would make 0-2
     assert len(during) >= 8, "the islands did not keep working while the LLM was away"
     # every proposal made during the outage is the offline fallback; an LLM candidate that still
-    # trains then was proposed before it (prefetched, behind a close call's paired re-runs, or queued
-    # to train again after migrants: its train.py was measured before the outage)
+    # trains then was proposed before it (prefetched, or queued to train again after migrants: its
+    # train.py was measured before the outage)
     measured_before = {e.source_sha256 for e in state.experiments if e.started < gone}
     late = [e for e in during if e.started > gone + 30 and e.source_sha256 not in measured_before]
     assert late and {e.operator for e in late} == {"perturb"}, [(e.operator, e.reason[:60]) for e in late]
