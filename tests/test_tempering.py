@@ -182,8 +182,11 @@ def test_a_tempered_run_records_explores_and_exchanges_and_resumes_to_the_same_h
     from tests.test_engine import assert_records_agree_with_git, read_tsv, run_evolve
 
     run_dir = tmp_path / "hot"
+    # The landscape's steps are hundreds of sigma, so at t_max=1000 island 1 (T=32) almost never
+    # explores and island 2 takes a worse child with p ~ 0.7: a CI run whose island 2 drew few
+    # children recorded no explore at all. At 1e6 both hot islands take nearly every worse child.
     common = ("+islands=3", "task=custom", f"task.dir={landscape}", "task.budget_s=0.1", "task.grace_s=20",
-              "selection.t_max=1000", "exchange.interval=2", "migration.interval=0", "reset.interval=0",
+              "selection.t_max=1e6", "exchange.interval=2", "migration.interval=0", "reset.interval=0",
               "selection.descend_window=0",
               "selection.confirm_sigmas=0", "selection.implausible_sigmas=0", f"run.dir={run_dir}")
     first = run_evolve(*common, "run.max_experiments=14")
