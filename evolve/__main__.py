@@ -5,8 +5,8 @@
     python -m evolve -m migration.interval=5,10,20      # multirun: one run dir per job
 
 Exit codes (for a scheduler): 0 the run reached its limits; 1 it could not go on (run dir in use,
-full disk, fewer than selection.min_baselines baselines succeeded, every island retired or none could
-start); 2 a bad config or a changed pinned
+full disk, fewer than selection.min_baselines baselines succeeded or the limits came first with every
+baseline failed, every island retired or none could start); 2 a bad config or a changed pinned
 setting on resume; 130 after Ctrl-C and 143 after SIGTERM, both after a graceful stop (a Hydra
 multirun stops its sweep there).
 """

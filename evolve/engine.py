@@ -80,6 +80,8 @@ class Engine:
         if floor is not None and self._too_few_baselines(floor, state):
             return state       # a resume of a run whose baselines failed: nothing to judge against
         if scheduler.done():
+            if self._every_baseline_failed_so_far(state):
+                return state
             say(f"{self.run_dir} already has {len(state.experiments)} experiments "
                 f"(run.max_experiments={cfg.run.max_experiments}); nothing to do")
             self.stop.request(StopReason.LIMIT)
@@ -102,6 +104,8 @@ class Engine:
             if len(scheduler.retired) == self.n:
                 self.stop.request(StopReason.ALL_RETIRED)
                 say("every island is retired: the run cannot go on (exit 1)")
+            if not self.stop.requested:
+                self._every_baseline_failed_so_far(state)
             self.stop.request(StopReason.LIMIT)   # nothing else stopped it: the limits were reached
         except KeyboardInterrupt:
             self.stop.stopping = True
@@ -246,11 +250,25 @@ class Engine:
         selection.min_baselines: there is no noise floor to judge anything against."""
         if len(floor.baselines) >= self.cfg.selection.min_baselines:
             return False
-        failed = next(e for e in state.experiments if e.is_baseline and e.val_bpb is None)
         what = ("failed on every island" if not floor.baselines else
                 f"succeeded {len(floor.baselines)} times, fewer than selection.min_baselines="
                 f"{self.cfg.selection.min_baselines}")
+        self._stop_for_failed_baselines(what, state)
+        return True
+
+    def _every_baseline_failed_so_far(self, state: RunState) -> bool:
+        """Stops the run (exit 1) when the limits came before generation 0 ended and no baseline
+        succeeded: a run.max_experiments smaller than the baselines' re-runs must not make a broken
+        task look like a finished night (exit 0)."""
+        baselines = [e for e in state.experiments if e.is_baseline]
+        if (not baselines or any(e.val_bpb is not None for e in baselines)
+                or any(isinstance(e, NoiseFloor) for e in state.events)):
+            return False
+        self._stop_for_failed_baselines(f"failed on every island ({len(baselines)} runs)", state)
+        return True
+
+    def _stop_for_failed_baselines(self, what: str, state: RunState) -> None:
+        failed = next(e for e in state.experiments if e.is_baseline and e.val_bpb is None)
         say(f"the unmodified train.py {what} ({failed.outcome}: {failed.reason}); "
             f"see {self.run_dir / failed.log}. Fix the task and start a new run.dir.")
         self.stop.request(StopReason.BASELINES_FAILED)
-        return True

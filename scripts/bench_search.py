@@ -13,8 +13,8 @@ train.py from constants of its prepare.py (see there): deceptive (the default: t
 narrow well behind the wall of a bowl), ridge (four constants and a distractor, a wall across all
 four, three times the noise) and smooth (one well: the control, where exploring can only cost). Every run uses the offline
 operators only (llm=none) and the same total number of evaluations (run.max_experiments,
-baselines included; confirmation runs off), so the islands pay for their four baselines out of the
-same budget:
+baselines included; confirmation runs off), so the islands pay for their baselines
+(selection.min_baselines: 6 by default, 4 before 2026-12-04) out of the same budget:
 
     ratchet          islands=1 selection=ratchet                (perturb only, keep any strict gain)
     islands          islands=4 migration.interval=5 reset.interval=10 reset.fraction=0.5

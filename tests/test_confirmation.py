@@ -66,7 +66,8 @@ def test_lucky_and_implausible_gains_are_rerun_and_the_mean_decides(tmp_path: Pa
         )
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "+islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.2",
-             "run.max_experiments=7", f"selection.baseline_runs={len(BASELINE_SEEDS)}", f"run.dir={run_dir}", "run.live=false", "llm=local",
+             "run.max_experiments=7", f"selection.baseline_runs={len(BASELINE_SEEDS)}",
+             f"selection.min_baselines={len(BASELINE_SEEDS)}", f"run.dir={run_dir}", "run.live=false", "llm=local",
              f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=0",
              "selection.noise_k=1", "selection.confirm_sigmas=3", "selection.implausible_sigmas=20",
              "selection.paired_sigmas=1",
@@ -130,7 +131,8 @@ def test_the_champion_is_re_measured_until_its_number_is_the_mean_of_enough_runs
             candidate("better on every seed", -20 * sigma, -20 * sigma),
         )
         args = [sys.executable, "-m", "evolve", "+islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.2",
-                "run.max_experiments=6", f"run.dir={run_dir}", "run.live=false", "llm=local",
+                "run.max_experiments=6", f"selection.min_baselines={len(BASELINE_SEEDS)}",   # 4 baselines, 2 candidates
+                f"run.dir={run_dir}", "run.live=false", "llm=local",
                 f"llm.api_base={server.api_base}", "llm.model=openai/test-model", "llm.num_retries=0",
                 "selection.confirm_sigmas=0",    # no confirmation runs: a keep on one run is what is re-measured
                 "selection.first_seed=island",   # every first run on seed 0 (the candidates' seed luck is on it)

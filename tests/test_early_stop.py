@@ -143,7 +143,8 @@ def test_islands_stop_losers_early_and_ratchet_never_does(tmp_path: Path, curves
     common = ("task=custom", f"task.dir={curves_task}", "task.budget_s=2", "task.grace_s=20", "llm=none",
               "task.sandbox=none", "task.evaluator=null", "early_stop.enabled=true")
     run_dir = tmp_path / "islands"
-    done = run_evolve("+islands=2", f"run.dir={run_dir}", "run.max_experiments=8", *common)
+    done = run_evolve("+islands=2", f"run.dir={run_dir}", "run.max_experiments=8",
+                      "selection.min_baselines=4", *common)   # 4 baselines, 4 candidates
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_tsv(run_dir / "experiments.tsv")
     stopped = [r for r in rows if r["outcome"] == "early-stopped"]

@@ -102,8 +102,8 @@ def test_two_islands_migrate_reset_and_records_agree_with_git(tmp_path: Path, la
     state = assert_records_agree_with_git(run_dir, 2)
     assert len(state.experiments) == 14
     baselines = [e for e in state.experiments if e.is_baseline]
-    # selection.min_baselines=4 baselines, spread over both islands, each with its own seed
-    assert sorted(e.island for e in baselines) == [0, 0, 1, 1] and len({e.seed for e in baselines}) == 4
+    # selection.min_baselines=6 baselines, spread over both islands, each with its own seed
+    assert sorted(e.island for e in baselines) == [0, 0, 0, 1, 1, 1] and len({e.seed for e in baselines}) == 6
     sigma = [e for e in state.events if isinstance(e, NoiseFloor)]
     assert len(sigma) == 1 and sigma[0].sigma > 0
     # Migration after every 3rd experiment of an island, reset every 4 x 2 experiments in total.

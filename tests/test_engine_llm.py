@@ -125,7 +125,8 @@ def test_llm_spend_cap_falls_back_to_offline_operators(tmp_path: Path):
                       Reply(whole_file("learning rate 0.015", "0.015"), prompt_tokens=4000, completion_tokens=500))
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.05",
-             "run.max_experiments=6", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "run.max_experiments=6", "selection.min_baselines=4",   # four baselines, two candidates
+             f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/gpt-4o", "llm.max_cost_usd=0.001", "llm.prefetch=false", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
         requests = len(server.prompts())
@@ -179,7 +180,7 @@ def test_a_candidate_that_trains_outside_the_counted_time_is_over_budget(tmp_pat
                       Reply(whole_file("learning rate 0.012", "0.012")))
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
-             "run.max_experiments=6",   # four baselines, two candidates
+             "run.max_experiments=6", "selection.min_baselines=4",   # four baselines, two candidates
              f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.num_retries=0", "task.uncounted_margin=0.5",
              "task.uncounted_margin_s=1", "llm.prefetch=false", *ONLY_LLM_MUTATION],
@@ -296,7 +297,8 @@ def test_a_crossover_that_cannot_run_is_an_event_and_counted_in_the_funnel(tmp_p
     with ScriptedLLM() as server:   # any crossover that does run gets the exhausted script's 400
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=0.05",
-             "run.max_experiments=6", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "run.max_experiments=6", "selection.min_baselines=4",   # four baselines, two candidates
+             f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.prefetch=false", "operators.weights.llm_mutation=0",
              "operators.weights.llm_crossover=1", "operators.weights.perturb=0", "operators.weights.crossover=0"],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -336,7 +338,8 @@ def test_a_slow_model_never_idles_an_island_and_is_cancelled_at_the_end(tmp_path
                       Delay(60, Reply(whole_file("never arrives", "0.02"))))
         done = subprocess.run(
             [sys.executable, "-m", "evolve", "islands=1", "task=custom", f"task.dir={task}", "task.budget_s=0.3",
-             "run.max_experiments=10", f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
+             "run.max_experiments=10", "selection.min_baselines=4",   # four baselines, six candidates
+             f"run.dir={run_dir}", "llm=local", f"llm.api_base={server.api_base}",
              "llm.model=openai/test-model", "llm.max_wait_s=0.5", *ONLY_LLM_MUTATION],
             cwd=ROOT, capture_output=True, text=True, timeout=300)
         disconnects = server.disconnects

@@ -25,6 +25,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 def start_run(run_dir: Path, task: Path, *extra: str, llm: str = "none", env: dict | None = None) -> subprocess.Popen:
     args = ("+islands=2", "task=custom", f"task.dir={task}", "task.budget_s=2", "run.max_experiments=6",
+            "selection.min_baselines=4",   # four baselines, so that candidates run after generation 0
             f"run.dir={run_dir}", "run.live=false", f"llm={llm}", *extra)
     return subprocess.Popen(evolve_cmd(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})

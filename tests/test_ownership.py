@@ -95,14 +95,22 @@ def test_exit_codes_after_sigterm_and_when_every_baseline_fails(tmp_path: Path, 
     broken = tmp_path / "broken-task"
     shutil.copytree(landscape, broken)
     (broken / "train.py").write_text("raise SystemExit('this task is broken')\n")
-    # selection.min_baselines=4 baselines, each failed one re-run: up to 8 attempts, within 10 experiments
-    failed = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=10"))
-    assert failed.returncode == 1
-    assert "the unmodified train.py failed on every island" in failed.stdout
-    rows = len(read_tsv(tmp_path / "broken" / "experiments.tsv"))
-    again = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=10"))
+    # selection.min_baselines=6 baselines, each failed one re-run: up to 12 attempts. A limit that
+    # comes first (8 experiments) must not pass a broken task off as a finished run (exit 0).
+    cut = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=8"))
+    assert cut.returncode == 1 and "the unmodified train.py failed on every island (8 runs)" in cut.stdout
+    assert len(read_tsv(tmp_path / "broken" / "experiments.tsv")) == 8
+    again = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=8"))
     assert again.returncode == 1 and "failed on every island" in again.stdout     # a resume (a requeue) too
-    assert len(read_tsv(tmp_path / "broken" / "experiments.tsv")) == rows         # and it judged nothing
+    # with room for them, the re-runs end generation 0; nothing is judged after it
+    failed = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=20"))
+    assert failed.returncode == 1
+    assert "the unmodified train.py failed on every island (crash" in failed.stdout
+    rows = read_tsv(tmp_path / "broken" / "experiments.tsv")
+    assert len(rows) == 12 and all(r["operator"] == "baseline" for r in rows)
+    last = run_evolve(*args(tmp_path / "broken", broken, "task.budget_s=0.05", "run.max_experiments=20"))
+    assert last.returncode == 1 and "failed on every island" in last.stdout      # a resume after generation 0
+    assert len(read_tsv(tmp_path / "broken" / "experiments.tsv")) == 12           # judged nothing
 
 
 def test_sigterm_during_start_up_exits_143_and_the_run_resumes(tmp_path: Path, landscape: Path):

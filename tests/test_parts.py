@@ -295,7 +295,7 @@ def test_a_failed_baseline_is_run_again_with_a_new_seed():
 
 
 def test_a_retired_island_hands_its_owed_and_in_flight_baselines_to_the_others():
-    cfg = config(**{"selection.baseline_runs": 4})
+    cfg = config(**{"selection.baseline_runs": 4, "selection.min_baselines": 4})
     s = scheduler(cfg, RunState(3, 4), [])
     started = s.next_trials(busy=set(), in_flight=0)
     assert [t.island for t in started] == [0, 1, 2]
