@@ -162,8 +162,9 @@ class SelectionConfig:
     tournament_size: int = 2
     # A child is kept only if it beats its parent by more than noise_k * sigma (0 = any gain).
     noise_k: float = 1.0
-    # Baseline runs in generation 0 (different seeds); their spread is sigma. 0 = one per island,
-    # at least 2 when noise_k > 0.
+    # Baseline runs in generation 0 (different seeds); their spread is sigma. 0 = one per island, at
+    # least 2 when noise_k > 0 and at least min_baselines, rounded up to fill the last round of the
+    # islands (4 islands: 8, in the time of 6; none idles while the others finish generation 0).
     baseline_runs: int = 0
     # Successful baselines needed before anything is judged: a failed baseline is re-run with a new
     # seed (up to twice the planned number of runs), and the run stops if fewer succeed. 6 (was 4):

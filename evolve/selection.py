@@ -20,9 +20,13 @@ class BaselineRun:
 
 def baseline_plan(n_islands: int, baseline_runs: int, noise_k: float, seed: int,
                   min_baselines: int = 1) -> list[BaselineRun]:
-    """Generation 0: the unmodified train.py on every island, each with its own seed."""
+    """Generation 0: the unmodified train.py on every island, each with its own seed. Unless
+    baseline_runs says how many, the plan fills its last round, so that no island idles while the
+    others run generation 0's last baselines (4 islands, min_baselines 6: 8 baselines, in the time of 6)."""
     runs = baseline_runs or (max(n_islands, 2) if noise_k > 0 else n_islands)
     runs = max(runs, n_islands, min_baselines)
+    if not baseline_runs:
+        runs = math.ceil(runs / n_islands) * n_islands
     return [BaselineRun(island=i % n_islands, seed=seed + i) for i in range(runs)]
 
 

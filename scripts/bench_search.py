@@ -25,6 +25,7 @@ baselines included; confirmation runs off), so the islands pay for their baselin
     exchange         islands + exchange.interval=4 (replica exchange between greedy islands)
     tempering        islands + both (the defaults chosen in docs/benchmarks.md, issue 14)
     ladder-solo, tempering-solo   the same without migration and resets
+    ladder-b4        ladder with selection.min_baselines=4 (the default before 2026-12-04; 6 since)
     descend          ladder + selection.descend_window=6 descend_sigmas=2 (2026-12-03: every island greedy on
                      the run's champion while the run descends, then the hot islands restart from the
                      unmodified train.py at their temperatures; --descend W,G changes the two)
@@ -113,6 +114,8 @@ CONFIGS: dict[str, tuple[int, list[str]]] = {
     "exchange": (4, [*_MIGRATE, "selection.t_max=0", *_EXCHANGE, *_NO_DESCEND]),
     "tempering": (4, [*_MIGRATE, *_LADDER, *_EXCHANGE, *_NO_DESCEND]),
     "ladder-solo": (4, [*_SOLO, *_LADDER, "exchange.interval=0", *_NO_DESCEND]),
+    # 2026-12-04: the ladder with four baselines, the default before selection.min_baselines became 6
+    "ladder-b4": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0", *_NO_DESCEND, "selection.min_baselines=4"]),
     "tempering-solo": (4, [*_SOLO, *_LADDER, *_EXCHANGE, *_NO_DESCEND]),
     # 2026-12-03: descend first (selection.descend_window), then the ladder from the unmodified train.py
     "descend": (4, [*_MIGRATE, *_LADDER, "exchange.interval=0", *_DESCEND]),

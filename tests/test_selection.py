@@ -92,6 +92,12 @@ def test_baseline_plan_gives_every_island_its_own_seed_and_enough_runs_for_sigma
     single = baseline_plan(n_islands=1, baseline_runs=0, noise_k=1.0, seed=0)
     assert [b.island for b in single] == [0, 0]  # one island still measures sigma from two seeds
     assert len(baseline_plan(n_islands=1, baseline_runs=0, noise_k=0.0, seed=0)) == 1
+    # selection.min_baselines: the last round is filled, so no island idles while others finish it
+    assert [b.island for b in baseline_plan(4, 0, 1.0, 0, min_baselines=6)] == [0, 1, 2, 3] * 2
+    assert len(baseline_plan(2, 0, 1.0, 0, min_baselines=6)) == 6
+    assert len(baseline_plan(5, 0, 1.0, 0, min_baselines=6)) == 10
+    assert len(baseline_plan(8, 0, 1.0, 0, min_baselines=6)) == 8
+    assert len(baseline_plan(4, 5, 1.0, 0, min_baselines=6)) == 6     # an explicit number is not rounded
     assert pooled([[1.0]]).sigma == 0.0 and abs(pooled([[1.0, 1.002]]).sigma - 0.0014142) < 1e-6
 
 
