@@ -23,7 +23,9 @@ from evolve.report.serve import MISSING, make_server, version_of, with_reload
 ROOT = Path(__file__).resolve().parents[1]
 LANDSCAPE = ROOT / "tests" / "tasks" / "landscape"
 CHROMIUM = shutil.which("chromium")
-COMMON = ("task=custom", f"task.dir={LANDSCAPE}", "task.budget_s=0.05", "task.grace_s=20", "llm=none",
+# A 1 s budget: the experiments after the first refresh take longer than a report build (~3 s on a
+# loaded 2-core machine); at 0.05 s a run could end first, and the final report supersede the refresh.
+COMMON = ("task=custom", f"task.dir={LANDSCAPE}", "task.budget_s=1", "task.grace_s=20", "llm=none",
           "run.live=false", "+islands=2", "report.every=4")
 
 
@@ -201,15 +203,15 @@ def test_a_run_watched_live_in_a_browser(tmp_path):
     if CHROMIUM is None:
         pytest.fail("chromium is not installed; in CI, .ci/run installs it with apt-get")
     run_dir = tmp_path / "run"
-    out = run_evolve(run_dir, 10)
+    out = run_evolve(run_dir, 14)
     index = run_dir / "report" / "index.html"
     # the engine wrote the report by itself: during the run (from 4 experiments on) and at the end
     assert f"[evolve] report: {index}" in out
     log = (run_dir / "logs" / "report.log").read_text()
     during = [int(n) for n in re.findall(r"refresh after (\d+) experiments: ok", log)]
-    assert during and during[0] == 4 and max(during) <= 10, log
-    assert re.findall(r"final report after (\d+) experiments: ok", log) == ["10"], log
-    assert "finished: 10 experiments" in index.read_text() and "<script" not in index.read_text()
+    assert during and during[0] == 4 and max(during) <= 14, log
+    assert re.findall(r"final report after (\d+) experiments: ok", log) == ["14"], log
+    assert "finished: 14 experiments" in index.read_text() and "<script" not in index.read_text()
 
     server = subprocess.Popen([sys.executable, "-m", "evolve.report", str(run_dir), "--serve", "--port", "0"],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -224,14 +226,14 @@ def test_a_run_watched_live_in_a_browser(tmp_path):
         assert url, "the server never said where it serves"
         browser = Browser(url, tmp_path / "profile")
         text = browser.wait_for("document.readyState === 'complete' && document.body.innerText")
-        assert "finished: 10 experiments" in text and "live: reloads when the report changes" in text
+        assert "finished: 14 experiments" in text and "live: reloads when the report changes" in text
         assert browser.evaluate("document.images.length >= 4 && [...document.images].every(i => i.naturalWidth > 0)")
         browser.evaluate("window.evolveProbe = 1")     # gone once the page has really reloaded
 
-        out = run_evolve(run_dir, 16)                  # the run resumes; the engine refreshes as it goes
-        text = browser.wait_for("!window.evolveProbe && document.body.innerText.includes('finished: 16 experiments')"
+        out = run_evolve(run_dir, 20)                  # the run resumes; the engine refreshes as it goes
+        text = browser.wait_for("!window.evolveProbe && document.body.innerText.includes('finished: 20 experiments')"
                                 " && document.body.innerText")
-        assert "16 experiments" in text
+        assert "20 experiments" in text
         assert browser.evaluate("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
     finally:
         if browser:
