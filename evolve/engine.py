@@ -261,8 +261,7 @@ class Engine:
         succeeded: a run.max_experiments smaller than the baselines' re-runs must not make a broken
         task look like a finished night (exit 0)."""
         baselines = [e for e in state.experiments if e.is_baseline]
-        if (not baselines or any(e.val_bpb is not None for e in baselines)
-                or any(isinstance(e, NoiseFloor) for e in state.events)):
+        if state.sigma is not None or not baselines or any(e.val_bpb is not None for e in baselines):
             return False
         self._stop_for_failed_baselines(f"failed on every island ({len(baselines)} runs)", state)
         return True
