@@ -189,6 +189,12 @@ class SelectionConfig:
     # it beats the parent by more than paired_sigmas * sigma (what a seed fixes cancels in that
     # difference). 0 = any gain on the shared seed.
     paired_sigmas: float = 3.0
+    # The sequential test's futility bound: a candidate under confirmation runs again only while its
+    # mean paired gain is beyond continue_sigmas * sigma / sqrt(pairs) (and short of the paired
+    # margin); at or below it, the runs so far decide (a discard). 0 = any positive paired gain runs
+    # on. A null change that clears the first-run screen by luck then spends fewer runs and has fewer
+    # looks at the paired margin (docs/benchmarks.md, "A futility bound for the sequential test").
+    continue_sigmas: float = 0.0
     # Judge with sigma widened by t_0.975(dof) / z_0.975 (evolve/noise.py judging_sigma) while it
     # rests on few degrees of freedom: x1.62 on 3, x1.14 on 10, x1.04 on 30 (x6.5 on 1). false = the
     # pooled estimate as it is.
@@ -460,6 +466,9 @@ def validate(cfg: Any, islands: int) -> None:
              "an integer >= 0 (0 or 1 = never re-measure the champion)")
     _require(cfg.selection.paired_sigmas >= 0, "selection.paired_sigmas", cfg.selection.paired_sigmas,
              "a number >= 0 (0 = any gain on the shared seed)")
+    _require(0 <= cfg.selection.continue_sigmas < max(cfg.selection.paired_sigmas, 1e-9), "selection.continue_sigmas",
+             cfg.selection.continue_sigmas,
+             f"a number >= 0 and below selection.paired_sigmas={cfg.selection.paired_sigmas:g} (0 = any positive paired gain runs on)")
     _require(cfg.selection.confirm_runs >= 1, "selection.confirm_runs", cfg.selection.confirm_runs,
              "an integer >= 1 (turn confirmation off with confirm_sigmas=0 implausible_sigmas=0)")
     _require(cfg.early_stop.k > 0, "early_stop.k", cfg.early_stop.k, "a number of noise sd > 0")

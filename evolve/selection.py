@@ -105,15 +105,18 @@ def decide_runs(child: list[float], parent: list[float], pairs: list[tuple[int, 
 
 def undecided(child: list[float], parent: list[float], pairs: list[tuple[int, float, float]], sigma: float,
               noise_k: float, implausible_sigmas: float, paired_sigmas: float, max_runs: int,
-              unshared: float | None = None) -> str:
+              unshared: float | None = None, continue_sigmas: float = 0.0) -> str:
     """Why a candidate already re-run next to its parent runs again (a sequential test, up to
-    max_runs runs of its own): its mean still clears the rule and its paired gain is positive but
-    not yet beyond the paired margin; "" when its runs decide (keep or discard)."""
+    max_runs runs of its own): its mean still clears the rule and its paired gain is short of the
+    paired margin but beyond the futility bound, continue_sigmas * sigma / sqrt(pairs) (0: any
+    positive gain); "" when its runs decide (keep or discard)."""
     if not pairs or len(child) >= max_runs:
         return ""
     status, _ = decide_runs(child, parent, pairs, sigma, noise_k, implausible_sigmas, paired_sigmas, unshared)
     gain = paired_gain(pairs)
     if status == KEEP or not decide("ok", child, parent, sigma, noise_k) == KEEP or gain is None or gain <= 0:
+        return ""
+    if continue_sigmas and not gain > paired_margin(pairs, sigma if unshared is None else unshared, continue_sigmas):
         return ""
     spread = (max(child) - min(child)) / max(sigma, SIGMA_RESOLUTION)
     if implausible_sigmas and spread > implausible_sigmas:

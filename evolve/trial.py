@@ -26,11 +26,12 @@ class Rules:
     implausible_sigmas: float
     max_runs: int
     paired_sigmas: float = 0.0
+    continue_sigmas: float = 0.0
 
     @classmethod
     def from_config(cls, selection) -> "Rules":
         return cls(selection.noise_k, selection.confirm_sigmas, selection.implausible_sigmas,
-                   1 + selection.confirm_runs, selection.paired_sigmas)
+                   1 + selection.confirm_runs, selection.paired_sigmas, selection.continue_sigmas)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ class Trial:
             return True
         if self.parent_runs:     # re-run next to its parent already: a sequential test, up to max_runs
             why = undecided(self.child_values(), self.parent_values(parent_recorded), self.pairs(), sigma,
-                            rules.noise_k, rules.implausible_sigmas, rules.paired_sigmas, rules.max_runs, unshared)
+                            rules.noise_k, rules.implausible_sigmas, rules.paired_sigmas, rules.max_runs, unshared,
+                            rules.continue_sigmas)
         else:
             why = rerun_reason(self.child_values(), self.parent_values(parent_recorded), sigma, rules.noise_k,
                                rules.confirm_sigmas, rules.implausible_sigmas, rules.max_runs)
@@ -137,13 +139,29 @@ class Trial:
     def verdict(self, sigma: float, rules: Rules, island_epoch: int, parent_recorded: list[float],
                 unshared: float | None = None, epoch_cause: str = "was reset") -> Verdict:
         """keep / discard / crash from every run of the candidate and of its parent; a would-be keep
-        of a stale candidate is a discard that says why."""
+        of a stale candidate is a discard that says why, and so is a stale candidate whose sequential
+        test was still running (its paired gain short of the margin but not yet a loser): both are
+        not admitted, so that readmission() can queue them to train again."""
         verdict = self._verdict(sigma, rules, parent_recorded, unshared)
-        if verdict.status == KEEP and self.stale(island_epoch):
-            return replace(verdict, status=DISCARD, reason=(
-                f"{NOT_ADMITTED} island {self.island} {epoch_cause} while it ran "
-                f"(epoch {self.proposal.epoch} -> {island_epoch}); a would-be keep"))
-        return verdict
+        if not self.stale(island_epoch):
+            return verdict
+        if verdict.status == KEEP:
+            what = "a would-be keep"
+        elif verdict.status == DISCARD and self._still_undecided(sigma, rules, parent_recorded, unshared):
+            what = f"its confirmation was still running ({len(self.pairs())} paired seed(s))"
+        else:
+            return verdict
+        return replace(verdict, status=DISCARD, reason=(
+            f"{NOT_ADMITTED} island {self.island} {epoch_cause} while it ran "
+            f"(epoch {self.proposal.epoch} -> {island_epoch}); {what}"))
+
+    def _still_undecided(self, sigma: float, rules: Rules, parent_recorded: list[float],
+                         unshared: float | None) -> bool:
+        """Whether the candidate's sequential test would have run again had its island not changed."""
+        return (self.confirming and bool(self.parent_runs) and self._failed_run() is None
+                and bool(undecided(self.child_values(), self.parent_values(parent_recorded), self.pairs(), sigma,
+                                   rules.noise_k, rules.implausible_sigmas, rules.paired_sigmas, rules.max_runs,
+                                   unshared, rules.continue_sigmas)))
 
     def _verdict(self, sigma: float, rules: Rules, parent_recorded: list[float], unshared: float | None) -> Verdict:
         first = self.runs[0].result

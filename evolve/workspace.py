@@ -57,7 +57,7 @@ PINNED = ("task.preset", "task.dir", "task.budget_s", "task.grace_s", "task.pyth
           "task.uncounted_margin", "task.uncounted_margin_s",
           "selection.name", "selection.noise_k", "selection.population_size", "selection.baseline_runs",
           "selection.min_baselines", "selection.tournament_size", "selection.confirm_sigmas",
-          "selection.paired_sigmas", "selection.implausible_sigmas", "selection.confirm_runs", "selection.t_max",
+          "selection.paired_sigmas", "selection.continue_sigmas", "selection.implausible_sigmas", "selection.confirm_runs", "selection.t_max",
           "selection.bet_max_credit", "selection.widen_sigma", "selection.first_seed",
           "early_stop.enabled", "early_stop.k", "early_stop.min_fraction",
           "seed", "run.name")

@@ -340,6 +340,40 @@ def test_a_stale_would_be_keep_whose_parent_survived_is_trained_again_once_in_th
     assert readmission(loss, loss.verdict(SIGMA, RULES, 1, [1.0]), population, None, 1) is None
 
 
+def test_a_candidate_whose_sequential_test_was_running_when_migrants_arrived_is_trained_again():
+    # the seventh-to-ninth sessions' lost real gains: migrants that added a member to the island cut a
+    # close call's sequential test short, and it was discarded as "not confirmed" and never trained again
+    rules = Rules(noise_k=1.0, confirm_sigmas=5.0, implausible_sigmas=20.0, max_runs=4, paired_sigmas=3.0)
+    population = Population(4)
+    population.add(Member(PARENT, [1.0], 0, 0))
+
+    def confirming(parent_paired: float) -> Trial:
+        trial = candidate_trial()                                           # drawn in epoch 0
+        for value in (0.98, 0.975, parent_paired):   # first run, its re-run, the parent's run on that seed
+            trial.file(measured(trial.job, value))
+            due = trial.next_run(SIGMA, rules, job_ids(), 0, [1.0], lambda: 7 + RERUN_SEED_STRIDE)
+        assert len(trial.pairs()) == 1
+        return trial if due else None
+
+    running = confirming(0.99)            # paired gain 0.015, short of 3 sigma: in epoch 0 it runs again
+    assert running is not None and "sequential" in running.rerun_reason
+    assert not running.next_run(SIGMA, rules, job_ids(), 1, [1.0], lambda: 20007)   # the island changed
+    stale = running.verdict(SIGMA, rules, 1, [1.0], epoch_cause="received migrants from island 1")
+    assert stale.status == "discard" and stale.reason == (
+        "not admitted: island 0 received migrants from island 1 while it ran (epoch 0 -> 1); "
+        "its confirmation was still running (1 paired seed(s))")
+    again = readmission(running, stale, population, None, 1)
+    assert again is not None and again.epoch == 1 and again.readmitted
+    # a paired loss decides the test whatever the epoch: a plain discard, not trained again
+    lost = candidate_trial()
+    for value in (0.98, 0.975, 0.97):
+        lost.file(measured(lost.job, value))
+        lost.next_run(SIGMA, rules, job_ids(), 0, [1.0], lambda: 7 + RERUN_SEED_STRIDE)
+    verdict = lost.verdict(SIGMA, rules, 1, [1.0])
+    assert verdict.status == "discard" and verdict.reason.startswith("not confirmed")
+    assert readmission(lost, verdict, population, None, 1) is None
+
+
 def test_a_candidate_drawn_before_its_islands_epoch_changed_is_recorded_but_never_admitted():
     trial = candidate_trial()                                # drawn in epoch 0
     assert not arrive(trial, 0.95, [1.0], epoch=1)

@@ -233,3 +233,29 @@ def test_sigma_is_widened_by_student_t_while_its_degrees_of_freedom_are_few():
     assert judging_sigma(0.01, 3) == pytest.approx(0.01 * 3.182 / 1.959964)
     assert judging_sigma(0.01, 3, widen=False) == 0.01 and judging_sigma(0.01, 0) == 0.01
     assert judging_sigma(0.01, 1000) == pytest.approx(0.01, rel=0.002)
+
+
+def test_a_futility_bound_ends_the_sequential_test_of_a_paired_gain_too_small_to_become_a_keep():
+    from evolve.config import ConfigError, validate
+    from evolve.selection import undecided
+    from tests.test_environment import _config
+
+    parent = [1.0, 0.99, 0.99, 0.99]
+    child = [0.97, 0.986, 0.986]            # its mean still clears noise_k against the parent's four runs
+    small = [(10000, 0.986, 0.99), (20000, 0.986, 0.99)]     # mean paired gain 0.004
+    # without a bound (continue_sigmas 0) any positive paired gain runs on, up to max_runs
+    assert "sequential" in undecided(child, parent, small, 0.01, 1.0, 20.0, 3.0, 6)
+    # with continue_sigmas 1: a gain at or below 1 * sigma / sqrt(2) = 0.0071 is decided now (a discard)
+    assert undecided(child, parent, small, 0.01, 1.0, 20.0, 3.0, 6, continue_sigmas=1.0) == ""
+    assert decide_runs(child, parent, small, 0.01, 1.0, 20.0, 3.0)[0] == "discard"
+    closer = [(10000, 0.975, 0.99), (20000, 0.975, 0.99)]    # 0.015: beyond the bound, short of 0.0212
+    assert "sequential" in undecided([0.97, 0.975, 0.975], parent, closer, 0.01, 1.0, 20.0, 3.0, 6,
+                                     continue_sigmas=1.0)
+    # the bound is judged in the unshared sigma, like the margin: with half the noise cancelled by the
+    # shared seed, 0.004 is beyond 1 * 0.005 / sqrt(2)
+    assert "sequential" in undecided(child, parent, small, 0.01, 1.0, 20.0, 3.0, 6, unshared=0.005,
+                                     continue_sigmas=1.0)
+
+    validate(_config("selection.continue_sigmas=1"), 2)
+    with pytest.raises(ConfigError, match=r"selection.continue_sigmas=3.0 .*below selection.paired_sigmas=3"):
+        validate(_config("selection.continue_sigmas=3"), 2)
