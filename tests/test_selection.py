@@ -257,5 +257,6 @@ def test_a_futility_bound_ends_the_sequential_test_of_a_paired_gain_too_small_to
                                      continue_sigmas=1.0)
 
     validate(_config("selection.continue_sigmas=1"), 2)
+    validate(_config("selection.paired_sigmas=0"), 2)      # no margin, so no sequential test to bound
     with pytest.raises(ConfigError, match=r"selection.continue_sigmas=3.0 .*below selection.paired_sigmas=3"):
         validate(_config("selection.continue_sigmas=3"), 2)
