@@ -99,9 +99,7 @@ class Trial:
             self.attempts = 1
             return True
         if self.parent_runs:     # re-run next to its parent already: a sequential test, up to max_runs
-            why = undecided(self.child_values(), self.parent_values(parent_recorded), self.pairs(), sigma,
-                            rules.noise_k, rules.implausible_sigmas, rules.paired_sigmas, rules.max_runs, unshared,
-                            rules.continue_sigmas)
+            why = self._sequential_reason(sigma, rules, parent_recorded, unshared)
         else:
             why = rerun_reason(self.child_values(), self.parent_values(parent_recorded), sigma, rules.noise_k,
                                rules.confirm_sigmas, rules.implausible_sigmas, rules.max_runs)
@@ -159,9 +157,14 @@ class Trial:
                          unshared: float | None) -> bool:
         """Whether the candidate's sequential test would have run again had its island not changed."""
         return (self.confirming and bool(self.parent_runs) and self._failed_run() is None
-                and bool(undecided(self.child_values(), self.parent_values(parent_recorded), self.pairs(), sigma,
-                                   rules.noise_k, rules.implausible_sigmas, rules.paired_sigmas, rules.max_runs,
-                                   unshared, rules.continue_sigmas)))
+                and bool(self._sequential_reason(sigma, rules, parent_recorded, unshared)))
+
+    def _sequential_reason(self, sigma: float, rules: Rules, parent_recorded: list[float],
+                           unshared: float | None) -> str:
+        """selection.undecided on this trial's runs: why its sequential test runs again ("" = decided)."""
+        return undecided(self.child_values(), self.parent_values(parent_recorded), self.pairs(), sigma,
+                         rules.noise_k, rules.implausible_sigmas, rules.paired_sigmas, rules.max_runs, unshared,
+                         rules.continue_sigmas)
 
     def _verdict(self, sigma: float, rules: Rules, parent_recorded: list[float], unshared: float | None) -> Verdict:
         first = self.runs[0].result

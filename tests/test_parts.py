@@ -347,7 +347,7 @@ def test_a_candidate_whose_sequential_test_was_running_when_migrants_arrived_is_
     population = Population(4)
     population.add(Member(PARENT, [1.0], 0, 0))
 
-    def confirming(parent_paired: float) -> Trial:
+    def confirming(parent_paired: float) -> Trial | None:
         trial = candidate_trial()                                           # drawn in epoch 0
         for value in (0.98, 0.975, parent_paired):   # first run, its re-run, the parent's run on that seed
             trial.file(measured(trial.job, value))
